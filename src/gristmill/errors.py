@@ -1,0 +1,25 @@
+"""The two kinds of failure a user sees.
+
+`SpecError` is a problem with what was asked (a path, a model, an option): it is raised before any
+process starts, its message is one line that names the input and what is wrong, and the CLI exits 2.
+`JobFailed` is a problem found while running (shards that failed every attempt, an output disk that
+filled up): committed shards are kept, the CLI exits 1, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+
+class GristmillError(Exception):
+    """Base of every error gristmill raises on purpose."""
+
+
+class SpecError(GristmillError, ValueError):
+    """The job as asked cannot run; the message is one line naming the input and the fix."""
+
+
+class JobFailed(GristmillError, RuntimeError):
+    """The job ran but did not complete; committed work is kept and a rerun resumes it."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,67 @@
+"""The Model protocol: what a worker needs from any model, whatever framework runs it.
+
+A model is built in the worker process that runs it (never pickled from the driver): `create` makes
+it, `setup` loads weights onto the device once, `predict` maps one batch (a float32 numpy array in
+the spec's layout, usually a view of a shared-memory slot) to named numpy arrays with one row per
+input, and `teardown` frees it. `describe` runs in the driver before any process starts: it must be
+cheap, must not need the device, and raises `SpecError` (one line) for a missing or broken model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..spec import ModelSpec, Preprocess
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver learns about a model before any worker starts.
+
+    ``outputs`` are the names it can produce; when ``any_module_output`` is true (PyTorch modules),
+    every name in ``outputs`` is valid and so is the ``output``/dict keys it lists first.
+    """
+
+    outputs: tuple[str, ...]
+    default_outputs: tuple[str, ...]
+    preset: Preprocess
+
+
+@runtime_checkable
+class Model(Protocol):
+    """One loaded model in one worker process."""
+
+    def setup(self) -> None:
+        """Load weights onto the device; called once per worker."""
+
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for one batch, each an array whose first axis matches the batch."""
+
+    def teardown(self) -> None:
+        """Free what setup took."""
+
+
+class Backend(Protocol):
+    """One family of model files (torch, onnx, caffe): a module with these two functions."""
+
+    def describe(self, spec: ModelSpec) -> ModelInfo: ...
+
+    def create(
+        self, spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int
+    ) -> Model: ...
+
+
+def check_outputs(requested: tuple[str, ...], info: ModelInfo, ref: str) -> tuple[str, ...]:
+    """The outputs to store: the requested ones if they all exist, else a one-line SpecError."""
+    from ..errors import SpecError
+
+    if not requested:
+        return info.default_outputs
+    unknown = [name for name in requested if name not in info.outputs]
+    if unknown:
+        shown = ", ".join(info.outputs[:12]) + (" ..." if len(info.outputs) > 12 else "")
+        raise SpecError(f"model {ref} has no output {unknown[0]!r}; it has: {shown}")
+    return requested
