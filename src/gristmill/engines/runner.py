@@ -1,0 +1,228 @@
+"""ShardRunner: the per-worker code, engine-agnostic (local processes and Ray actors run it).
+
+Contract: ``setup()`` loads the model once and starts this worker's loader processes and slot ring;
+``submit(task)`` queues a shard's batches for the loaders (non-blocking, so the next shard's first
+batches decode while the current one finishes); ``step(timeout)`` runs the model on whatever slots
+are ready and returns the messages for the driver (a ``Receipt`` per shard committed, a
+``ShardFailed`` per shard given up, a ``Progress`` per batch); ``teardown()`` stops everything and
+frees the ring.
+
+Failures: a bad input is an error row; a loader process that dies is replaced, the queues are
+rebuilt (a process killed inside a queue operation can leave its lock held), every slot is
+reclaimed and every batch not yet received is issued again: the batches already received are kept
+and duplicates are dropped, so the shard's content is the same as without the death. A shard
+during which loaders died ``max_attempts`` times, or whose model call raised, is reported failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import ledger
+from ..loader.messages import STOP, BatchTask, Filled
+from ..loader.process import ImageFill, loader_main
+from ..loader.ring import RingSpec, SlotRing
+from ..plan import batches
+from ..sinks.hdf5 import write_shard
+from ..sources import InputList, display_name
+from ..spec import JobSpec
+from .messages import Progress, Receipt, ShardFailed, ShardTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    task: ShardTask
+    spans: list[tuple[int, int]]
+    received: dict[int, tuple[tuple[int, ...], dict[str, np.ndarray], tuple]] = field(
+        default_factory=dict)
+    loader_deaths: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {
+        "load": 0.0, "model": 0.0, "write": 0.0})
+
+
+@dataclass
+class WorkerPlan:
+    """What one worker runs with: its device, thread budget, loaders and ring geometry."""
+
+    index: int
+    device: str
+    threads: int
+    loaders: int
+    slots: int
+    batch_size: int
+    ring_name: str = ""
+
+
+class ShardRunner:
+    """Runs shards through one model with its own loader processes (see module docstring)."""
+
+    def __init__(self, spec: JobSpec, inputs: InputList, plan: WorkerPlan) -> None:
+        self.spec, self.inputs, self.plan = spec, inputs, plan
+        self.model: Any = None
+        self.ring: SlotRing | None = None
+        self.loaders: list[Any] = []
+        self.inflight: dict[int, _InFlight] = {}
+        self.ctx = mp.get_context("spawn")
+        self.loader_restarts = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        from ..models import create
+
+        self.model = create(self.spec.model, outputs=self.spec.outputs,
+                            device=self.plan.device, threads=self.plan.threads)
+        self.model.setup()
+        ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
+                        self.spec.preprocess.item_shape()) if self.plan.ring_name else RingSpec.new(
+            self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
+        self.ring = SlotRing(ring, create=True)
+        self._start_loaders()
+
+    def teardown(self) -> None:
+        self._stop_loaders()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.model is not None:
+            self.model.teardown()
+            self.model = None
+
+    def _start_loaders(self) -> None:
+        assert self.ring is not None
+        self.tasks, self.free, self.ready = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
+        for slot in range(self.ring.spec.slots):
+            self.free.put(slot)
+        fill = ImageFill(self.spec.preprocess, self.spec.max_image_pixels)
+        self.loaders = [
+            self.ctx.Process(target=loader_main, name=f"gristmill-loader-{self.plan.index}-{i}",
+                             args=(self.ring.spec, fill, self.tasks, self.free, self.ready,
+                                   os.getpid()), daemon=True)
+            for i in range(self.plan.loaders)
+        ]
+        for p in self.loaders:
+            p.start()
+
+    def _stop_loaders(self, *, kill: bool = False) -> None:
+        for _ in self.loaders:
+            if not kill:
+                self.tasks.put(STOP)
+        deadline = time.monotonic() + (0 if kill else 5)
+        for p in self.loaders:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        for q in (getattr(self, name, None) for name in ("tasks", "free", "ready")):
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
+        self.loaders = []
+
+    # -- work ----------------------------------------------------------------------------------
+    def submit(self, task: ShardTask) -> None:
+        spans = batches(task.shard, self.plan.batch_size)
+        self.inflight[task.shard.id] = _InFlight(task, spans)
+        for i in range(len(spans)):
+            self._issue(task.shard.id, i)
+
+    def _issue(self, shard_id: int, index: int) -> None:
+        start, stop = self.inflight[shard_id].spans[index]
+        root = self.inputs.root
+        paths = tuple(os.path.join(root, name) for name in self.inputs.raw_range(start, stop))
+        self.tasks.put(BatchTask((shard_id, index), paths))
+
+    def step(self, timeout: float) -> list[Any]:
+        """Run at most one ready batch; return the messages for the driver."""
+        out: list[Any] = self._check_loaders()
+        try:
+            filled: Filled = self.ready.get(timeout=timeout)
+        except queue.Empty:
+            return out
+        shard_id, index = filled.key
+        entry = self.inflight.get(shard_id)
+        if entry is None or index in entry.received:
+            self.free.put(filled.slot)  # a batch re-made after a loader death, already had
+            return out
+        assert self.ring is not None
+        try:
+            start = time.perf_counter()
+            result = (self.model.predict(self.ring.view(filled.slot)[:len(filled.ok)])
+                      if filled.ok else {})
+            entry.seconds["model"] += time.perf_counter() - start
+        except Exception as exc:
+            self.free.put(filled.slot)
+            self.inflight.pop(shard_id)
+            log.debug("model failed on shard %d", shard_id, exc_info=True)
+            return [*out, ShardFailed(shard_id, f"model: {type(exc).__name__}: {exc}")]
+        self.free.put(filled.slot)
+        entry.seconds["load"] += filled.seconds
+        entry.received[index] = (filled.ok, result, filled.errors)
+        out.append(Progress(len(filled.ok) + len(filled.errors)))
+        if len(entry.received) == len(entry.spans):
+            out.append(self._finish(self.inflight.pop(shard_id)))
+        return out
+
+    def _finish(self, entry: _InFlight) -> Receipt | ShardFailed:
+        shard = entry.task.shard
+        names: list[str] = []
+        errors: list[tuple[str, str, str]] = []
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec.outputs}
+        for index, (start, stop) in enumerate(entry.spans):
+            ok, result, errs = entry.received[index]
+            raw = self.inputs.raw_range(start, stop)
+            names += [display_name(raw[i]) for i in ok]
+            errors += [(display_name(raw[i]), stage, msg) for i, stage, msg in errs]
+            for key in parts:
+                if ok:
+                    parts[key].append(result[key])
+        outputs = {k: np.concatenate(v) for k, v in parts.items() if v}
+        marker = {"shard": shard.id, "start": shard.start, "stop": shard.stop, "ok": len(names),
+                  "errors": len(errors), "inputs": self.inputs.digest(shard.start, shard.stop),
+                  "spec": self.spec.identity_hash(), "outputs": {
+                      k: list(v.shape[1:]) for k, v in outputs.items()}}
+        start = time.perf_counter()
+        try:
+            done = ledger.commit_shard(self.spec.out, shard,
+                                       lambda tmp: write_shard(tmp, names, outputs, errors), marker)
+        except OSError as exc:
+            return ShardFailed(shard.id, f"write {ledger.shard_path(self.spec.out, shard)}: "
+                                         f"{exc.strerror or exc}")
+        entry.seconds["write"] = time.perf_counter() - start
+        return Receipt(shard.id, len(names), len(errors), done, dict(entry.seconds))
+
+    def _check_loaders(self) -> list[Any]:
+        dead = [p for p in self.loaders if p.exitcode is not None]
+        if not dead:
+            return []
+        self.loader_restarts += 1
+        log.warning("loader process %s died (exit %s); restarting loaders",
+                    dead[0].pid, dead[0].exitcode)
+        self._stop_loaders(kill=True)
+        self._start_loaders()
+        failed: list[Any] = []
+        for shard_id, entry in list(self.inflight.items()):
+            entry.loader_deaths += 1
+            if entry.loader_deaths >= self.spec.max_attempts:
+                self.inflight.pop(shard_id)
+                failed.append(ShardFailed(shard_id, f"loader process died {entry.loader_deaths} "
+                                                    f"times (last exit code {dead[0].exitcode})"))
+                continue
+            for index in range(len(entry.spans)):
+                if index not in entry.received:
+                    self._issue(shard_id, index)
+        return failed
+
+
+def describe_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,136 @@
+"""Preparing a job: everything checked and decided before any process starts.
+
+``prepare(spec)`` validates the spec, resolves the model (preset, outputs), the devices and the
+per-worker budgets, lists the sources (or reloads the frozen list of a job being resumed), plans the
+shards and reads the ledger. Every problem a user can cause raises ``SpecError`` with one line, so
+the CLI can exit 2 before a single worker is spawned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import ledger, models
+from .engines.runner import WorkerPlan
+from .errors import SpecError
+from .plan import Shard, plan
+from .sources import InputList, list_inputs
+from .spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    spec: JobSpec
+    inputs: InputList
+    shards: list[Shard]
+    done: dict[int, dict[str, Any]]
+    workers: list[WorkerPlan]
+    resumed: bool
+
+    @property
+    def pending(self) -> list[Shard]:
+        return [s for s in self.shards if s.id not in self.done]
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_devices(device: str) -> list[str]:
+    """``auto|cpu|cuda|cuda:0,1`` -> a list of torch device strings (one per GPU worker)."""
+    device = device.strip().lower()
+    if device == "cpu":
+        return ["cpu"]
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "auto":
+        return [f"cuda:{i}" for i in range(available)] or ["cpu"]
+    if device == "cuda" or device.startswith("cuda:"):
+        if not available:
+            raise SpecError(f"--device {device}: no CUDA device is available on this machine")
+        if device == "cuda":
+            return [f"cuda:{i}" for i in range(available)]
+        try:
+            ids = [int(x) for x in device[5:].split(",")]
+        except ValueError:
+            raise SpecError(f"--device {device}: expected cuda:0,1,...") from None
+        bad = [i for i in ids if not 0 <= i < available]
+        if bad:
+            raise SpecError(f"--device {device}: no CUDA device {bad[0]} "
+                            f"({available} available)")
+        return [f"cuda:{i}" for i in ids]
+    raise SpecError(f"--device must be auto, cpu, cuda or cuda:0,1,..., got {device!r}")
+
+
+def plan_workers(spec: JobSpec, devices: list[str], batch_size: int) -> list[WorkerPlan]:
+    """One worker per GPU, or ``--workers`` CPU workers sharing the cores."""
+    cores = cpu_count()
+    if devices[0] != "cpu":
+        if spec.workers > len(devices):
+            raise SpecError(f"--workers {spec.workers} is more than the {len(devices)} "
+                            f"device(s) of --device {spec.device}")
+        devices = devices[:spec.workers or len(devices)]
+        loaders = spec.loaders or max(1, cores // len(devices) - 1)
+        threads = spec.threads or 1
+    else:
+        count = spec.workers or 1
+        devices = ["cpu"] * count
+        threads = spec.threads or max(1, cores // count)
+        loaders = spec.loaders or max(1, cores // count)
+    slots = spec.slots or loaders + 2
+    return [WorkerPlan(i, d, threads, loaders, slots, batch_size) for i, d in enumerate(devices)]
+
+
+def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
+    """The spec with the model's preset, outputs and batch size filled in; and the devices."""
+    spec.check()
+    info = models.describe(spec.model)
+    outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
+    preprocess = spec.preprocess.over(info.preset).complete()
+    devices = resolve_devices(spec.device)
+    batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
+    model = spec.model
+    for name in ("weights", "mean_file"):
+        value = getattr(model, name)
+        if value:
+            model = dataclasses.replace(model, **{name: os.path.abspath(value)})
+    if models.kind_of(model.ref) != "builtin" and os.path.exists(model.ref):
+        model = dataclasses.replace(model, ref=os.path.abspath(model.ref))
+    resolved = dataclasses.replace(spec, outputs=outputs, preprocess=preprocess,
+                                   batch_size=batch, model=model,
+                                   out=os.path.abspath(spec.out))
+    return resolved, devices
+
+
+def prepare(spec: JobSpec) -> PreparedJob:
+    """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger."""
+    spec, devices = resolve(spec)
+    workers = plan_workers(spec, devices, spec.batch_size)
+    identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
+    job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
+                          indent=2, sort_keys=True)
+    resumed = ledger.check_out(spec.out, identity, spec.overwrite)
+    if resumed and os.path.exists(inputs_path):
+        inputs = InputList.load(inputs_path)  # a resume never walks a million files again
+    else:
+        inputs = list_inputs(spec.sources)
+    ledger.init_out(spec.out, job_json, overwrite=spec.overwrite)
+    if not os.path.exists(inputs_path):
+        inputs.save(inputs_path)
+    ledger.remove_stale_temps(spec.out)
+    shards = plan(len(inputs), spec.shard_size)
+    spec_hash = spec.identity_hash()
+    done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
+    return PreparedJob(spec, inputs, shards, done, workers, resumed)

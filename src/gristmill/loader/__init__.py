@@ -1,0 +1,5 @@
+"""Loading: loader processes decode images into pre-allocated shared-memory batch slots.
+
+``ring`` holds the slots, ``process`` the loader process loop, ``messages`` what travels between
+them: slot ids and item indices, never pixels.
+"""

@@ -1,0 +1,34 @@
+"""What travels through the loader queues: small control messages only.
+
+A ``BatchTask`` names the inputs of one batch; a ``Filled`` says which slot now holds it, which rows
+are valid and why the others failed. Neither ever holds pixels: those stay in the slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """Fill one slot with these inputs. ``key`` identifies the batch to its consumer."""
+
+    key: tuple[int, int]
+    paths: tuple[bytes, ...]
+    labels: tuple[int, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Filled:
+    """Slot ``slot`` holds the batch ``key``: row r is input ``ok[r]``; ``errors`` are the rest."""
+
+    key: tuple[int, int]
+    slot: int
+    ok: tuple[int, ...]
+    errors: tuple[tuple[int, str, str], ...]
+    seconds: float
+    pid: int
+
+
+STOP = None  # a loader that takes STOP from its task queue exits

@@ -1,0 +1,91 @@
+"""The loader process: take a batch task, take a free slot, fill it, announce it.
+
+Runs in a child of the worker (or of a training ``Loader``). Never imports torch or a model.
+Every blocking wait has a timeout after which the loader checks that its parent is still alive, so a
+killed parent never leaves loaders behind (on Linux the kernel also kills them at once: see
+``die_with_parent``). A bad input becomes an error entry, never an exception out of the loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .messages import STOP, BatchTask, Filled
+from .ring import RingSpec, SlotRing
+
+POLL_SECONDS = 1.0
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def get_alive(q: Any, parent: int, timeout: float = POLL_SECONDS) -> Any:
+    """``q.get()`` that gives up (returns STOP) once the parent process is gone."""
+    while True:
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return STOP
+
+
+@dataclass(frozen=True)
+class ImageFill:
+    """Fill a row from an image file with the spec's preprocessing (the inference loader)."""
+
+    preprocess: Any
+    max_pixels: int
+
+    def __call__(self, path: bytes, row: np.ndarray, task: BatchTask, index: int) -> None:
+        from ..transforms import load_into
+
+        load_into(path, row, self.preprocess, self.max_pixels)
+
+
+def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free: Any,
+                ready: Any, parent: int) -> None:
+    """Loop until STOP: fill slots with batches; each item ok or an (index, stage, reason)."""
+    from ..transforms import ItemError
+
+    die_with_parent()
+    ring = SlotRing(ring_spec, create=False)
+    try:
+        while True:
+            task: BatchTask | None = get_alive(tasks, parent)
+            if task is STOP:
+                return
+            slot = get_alive(free, parent)
+            if slot is STOP:
+                return
+            start = time.perf_counter()
+            view = ring.view(slot)
+            ok: list[int] = []
+            errors: list[tuple[int, str, str]] = []
+            for index, path in enumerate(task.paths):
+                try:
+                    fill(path, view[len(ok)], task, index)
+                    ok.append(index)
+                except ItemError as exc:
+                    errors.append((index, exc.stage, exc.message))
+                except Exception as exc:  # a decoder bug must cost one item, not the job
+                    errors.append((index, "decode", f"{type(exc).__name__}: {exc}"))
+            ready.put(Filled(task.key, slot, tuple(ok), tuple(errors),
+                             time.perf_counter() - start, os.getpid()))
+    finally:
+        ring.close()

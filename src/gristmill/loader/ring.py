@@ -1,0 +1,85 @@
+"""A ring of pre-allocated batch slots in one shared-memory segment.
+
+The owner (the worker, or a training ``Loader``) creates the segment; loader processes attach by
+name and write whole batches into slots; only slot ids travel through queues. Memory is bounded by
+construction: ``slots * batch * item bytes``, fixed before any image is read.
+
+Lifetime: the creator unlinks the segment when it stops. Processes started by the creator share its
+``multiprocessing`` resource tracker, which unlinks the segment if the creator dies without doing
+so; the engine also unlinks a dead worker's ring by name as soon as it notices the death.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+PREFIX = "gristmill-"
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """Name and geometry of a ring; small and picklable, sent to every loader."""
+
+    name: str
+    slots: int
+    batch: int
+    item_shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @staticmethod
+    def new(slots: int, batch: int, item_shape: tuple[int, ...],
+            dtype: str = "float32") -> RingSpec:
+        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        return RingSpec(name, slots, batch, tuple(item_shape), dtype)
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.batch * int(np.prod(self.item_shape)) * np.dtype(self.dtype).itemsize
+
+
+class SlotRing:
+    """The slots of a ring as numpy arrays of shape ``(batch, *item_shape)``."""
+
+    def __init__(self, spec: RingSpec, *, create: bool) -> None:
+        self.spec = spec
+        self.owner = create
+        self._shm = shared_memory.SharedMemory(
+            name=spec.name, create=create, size=spec.slots * spec.slot_bytes if create else 0)
+        self._views = [
+            np.ndarray((spec.batch, *spec.item_shape), dtype=spec.dtype, buffer=self._shm.buf,
+                       offset=i * spec.slot_bytes)
+            for i in range(spec.slots)
+        ]
+
+    def view(self, slot: int) -> np.ndarray:
+        return self._views[slot]
+
+    def close(self) -> None:
+        self._views = []
+        with contextlib.suppress(BufferError, OSError):
+            self._shm.close()
+        if self.owner:
+            unlink(self.spec.name)
+
+    def __enter__(self) -> SlotRing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def unlink(name: str) -> None:
+    """Remove a ring's segment by name (no error if it is already gone)."""
+    try:
+        shm = shared_memory.SharedMemory(name=name, create=False)
+    except FileNotFoundError:
+        return
+    shm.close()
+    with contextlib.suppress(FileNotFoundError):
+        shm.unlink()

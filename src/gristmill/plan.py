@@ -1,0 +1,36 @@
+"""The plan: a sorted input list cut into shards with stable ids. Pure functions, no I/O.
+
+A shard is the unit of work, of commit and of resume: shard ``k`` always covers inputs
+``[k * shard_size, (k + 1) * shard_size)`` of the job's frozen input list, so its id names the same
+inputs in every run and on every engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shard:
+    id: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.id:06d}"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def plan(n_items: int, shard_size: int) -> list[Shard]:
+    """Shards of ``shard_size`` items (the last may be shorter) covering ``n_items`` in order."""
+    return [Shard(i, start, min(start + shard_size, n_items))
+            for i, start in enumerate(range(0, n_items, shard_size))]
+
+
+def batches(shard: Shard, batch_size: int) -> list[tuple[int, int]]:
+    """The shard's batches as absolute [start, stop) input ranges, in order."""
+    return [(s, min(s + batch_size, shard.stop))
+            for s in range(shard.start, shard.stop, batch_size)]

@@ -1,0 +1,1 @@
+"""Sinks: how a shard's results are stored and how the committed shards are read as one."""

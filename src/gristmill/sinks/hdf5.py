@@ -1,0 +1,126 @@
+"""HDF5 storage: one file per shard, and ``features.h5``, one view over all committed shards.
+
+A shard file holds ``names`` (UTF-8), one dataset per output with rows aligned to ``names``, and an
+``errors`` table (``name``, ``stage``, ``message``) of the inputs that could not be processed. It is
+written by exactly one process (the worker that computed it) under a temporary name; the ledger
+commits it.
+
+``features.h5`` has the same dataset names: each output is an HDF5 virtual dataset whose rows map
+onto the shard files in input order (no feature is copied; source paths are relative, so OUT can be
+moved), ``names`` and ``errors`` are copied (small). It is rebuilt at the end of every run under a
+temporary name and renamed, so a reader never sees a half-written view.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+STR = h5py.string_dtype("utf-8")
+ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
+
+
+def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
+                errors: Sequence[tuple[str, str, str]]) -> None:
+    """Write one shard file (no commit: see ``ledger.commit_shard``)."""
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
+        for key, value in outputs.items():
+            f.create_dataset(key, data=value)
+        f.create_dataset("errors", data=np.array(list(errors), dtype=ERROR_DTYPE),
+                         dtype=ERROR_DTYPE, maxshape=(None,))
+
+
+def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
+               attrs: dict[str, Any]) -> str:
+    """(Re)build ``OUT/features.h5`` over ``shard_files`` (committed, in input order)."""
+    final = os.path.join(out, "features.h5")
+    tmp = f"{final}.{os.getpid()}.tmp"
+    names: list[Any] = []
+    errors: list[np.ndarray] = []
+    layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
+    for path in shard_files:
+        with h5py.File(path, "r") as f:
+            names.append(f["names"][()])
+            errors.append(f["errors"][()])
+            for key in outputs:
+                if key in f:
+                    layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
+    all_names = np.concatenate(names) if names else np.array([], dtype=object)
+    with h5py.File(tmp, "w", libver="latest") as f:
+        f.create_dataset("names", data=all_names, dtype=STR)
+        merged = np.concatenate(errors) if errors else np.array([], dtype=ERROR_DTYPE)
+        f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
+        for key, parts in layouts.items():
+            _virtual(f, key, parts)
+        for k, v in attrs.items():
+            f.attrs[k] = v
+    os.replace(tmp, final)
+    return final
+
+
+def _virtual(f: h5py.File, key: str, parts: list[tuple[str, tuple[int, ...], Any]]) -> None:
+    rows = sum(shape[0] for _, shape, _ in parts)
+    if not parts:
+        f.create_dataset(key, shape=(0,), dtype="f4")
+        return
+    tail, dtype = parts[0][1][1:], parts[0][2]
+    layout = h5py.VirtualLayout(shape=(rows, *tail), dtype=dtype)
+    at = 0
+    for path, shape, _ in parts:
+        if shape[0]:
+            layout[at:at + shape[0]] = h5py.VirtualSource(path, key, shape=shape)
+        at += shape[0]
+    f.create_virtual_dataset(key, layout)
+
+
+@dataclass
+class Result:
+    """An open ``features.h5``: ``names``, each output as an h5py dataset, and ``errors``.
+
+    Outputs read lazily (slice them like numpy arrays); use as a context manager or call
+    ``close()``.
+    """
+
+    file: h5py.File
+
+    @property
+    def names(self) -> list[str]:
+        return [n.decode() if isinstance(n, bytes) else n for n in self.file["names"][()]]
+
+    @property
+    def outputs(self) -> dict[str, h5py.Dataset]:
+        return {k: v for k, v in self.file.items() if k not in ("names", "errors")}
+
+    @property
+    def errors(self) -> list[tuple[str, str, str]]:
+        rows = self.file["errors"][()]
+        return [tuple(x.decode() if isinstance(x, bytes) else x for x in row) for row in rows]
+
+    def __getitem__(self, key: str) -> h5py.Dataset:
+        return self.file[key]
+
+    def __enter__(self) -> Result:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_view(out: str) -> Result:
+    """Open ``OUT/features.h5`` (virtual sources resolve relative to OUT)."""
+    from ..errors import SpecError
+
+    path = out if out.endswith(".h5") else os.path.join(out, "features.h5")
+    try:
+        return Result(h5py.File(path, "r"))
+    except OSError as exc:
+        raise SpecError(f"{path} cannot be opened: {exc.strerror or exc}") from None

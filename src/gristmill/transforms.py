@@ -1,0 +1,189 @@
+"""Decode and preprocess one image straight into its row of a batch slot.
+
+Runs in loader processes; imports neither torch nor any model code. The contract: ``load_into``
+either fills ``out`` (one row of a shared-memory slot, float32, the spec's layout) or raises
+``ItemError(stage, message)``; it never returns a half-written row as success.
+
+Speed: JPEGs are decoded by libjpeg-turbo (simplejpeg) at the smallest DCT scale that still covers
+the target (2-8x fewer pixels for photos much larger than the model input; the result differs from
+a full decode followed by the same resize by resampling noise only). Resize and centre crop are one
+PIL call (``resize(box=...)`` reads only the cropped region), and uint8 -> float normalisation is
+one numpy pass that writes into the slot. Other formats, CMYK and progressive oddities go through
+Pillow. EXIF orientation is applied (images come out upright), alpha is dropped, 16-bit images are
+scaled to 8 bits, and an image with more pixels than ``max_pixels`` is refused before decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import simplejpeg
+from PIL import Image, ImageOps
+
+from .spec import Preprocess
+
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+class ItemError(Exception):
+    """One input could not be processed; ``stage`` is read, decode or preprocess."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+        self.message = message
+
+
+def read_bytes(path: bytes) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ItemError("read", exc.strerror or str(exc)) from None
+    if not data:
+        raise ItemError("read", "empty file")
+    return data
+
+
+def _exif_orientation(data: bytes) -> int:
+    if data.find(b"Exif\0\0", 0, 65536) < 0:
+        return 1
+    try:
+        return int(Image.open(io.BytesIO(data)).getexif().get(0x0112, 1))
+    except Exception:
+        return 1
+
+
+def _min_decode_size(pre: Preprocess, h: int, w: int) -> tuple[int, int]:
+    """The smallest (height, width) a reduced decode may produce and still cover the target."""
+    if isinstance(pre.resize, int):
+        scale = pre.resize / min(h, w)
+        return max(1, int(h * scale)), max(1, int(w * scale))
+    if isinstance(pre.resize, tuple):
+        return pre.resize
+    return pre.size
+
+
+def decode(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
+    """An upright RGB uint8 array (H, W, 3), decoded no larger than the target needs."""
+    if data[:2] == b"\xff\xd8":
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+        except Exception:
+            h = w = 0
+        if h and w:
+            if h * w > max_pixels:
+                raise ItemError("decode", f"image too large ({w}x{h} pixels > {max_pixels})")
+            orientation = _exif_orientation(data)
+            th, tw = _min_decode_size(pre, *((w, h) if orientation in _TRANSPOSED else (h, w)))
+            if orientation in _TRANSPOSED:
+                th, tw = tw, th
+            try:
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=th,
+                                             min_width=tw)
+            except Exception:
+                rgb = None  # CMYK, arithmetic coding...: Pillow below knows more
+            if rgb is not None:
+                return _orient(rgb, orientation) if orientation != 1 else rgb
+    return _decode_pillow(data, pre, max_pixels)
+
+
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    img = Image.fromarray(rgb)
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(orientation)
+    return np.asarray(img.transpose(method)) if method is not None else rgb
+
+
+def _decode_pillow(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ItemError("decode", f"image too large ({w}x{h} pixels > {max_pixels})")
+            if img.format == "JPEG":
+                th, tw = _min_decode_size(pre, h, w)
+                img.draft("RGB", (tw, th))
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ItemError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ItemError("decode", f"image too large: {exc}") from None
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ItemError("decode", message) from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img)
+        arr = (arr >> 8).astype(np.uint8) if arr.max(initial=0) > 255 else arr.astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if img.mode == "RGB":
+        return np.asarray(img)
+    if img.mode in ("P", "PA") or img.mode.endswith("A"):
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"))
+
+
+def _box(pre: Preprocess, h: int, w: int) -> tuple[tuple[float, float, float, float],
+                                                   tuple[int, int]]:
+    """Source box (l, t, r, b) and output (width, height) of resize-then-centre-crop."""
+    if isinstance(pre.resize, int):
+        scale = pre.resize / min(h, w)
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    elif isinstance(pre.resize, tuple):
+        rh, rw = pre.resize
+    else:
+        rh, rw = h, w
+    ch, cw = pre.crop if pre.crop is not None else (rh, rw)
+    ch, cw = min(ch, rh), min(cw, rw)
+    top, left = (rh - ch) // 2, (rw - cw) // 2
+    sy, sx = h / rh, w / rw
+    return (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy), (cw, ch)
+
+
+def resize_crop(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Resize (shorter side or exact) then centre-crop, in one resampling of the kept region."""
+    h, w = rgb.shape[:2]
+    box, size = _box(pre, h, w)
+    if size == (w, h) and box == (0.0, 0.0, float(w), float(h)):
+        out = rgb
+    else:
+        out = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, box=box))
+    th, tw = pre.size
+    if out.shape[:2] != (th, tw):  # crop larger than the resized image: pad with zeros
+        padded = np.zeros((th, tw, 3), np.uint8)
+        padded[:out.shape[0], :out.shape[1]] = out[:th, :tw]
+        out = padded
+    return out
+
+
+def normalize_into(rgb: np.ndarray, out: np.ndarray, pre: Preprocess) -> None:
+    """``out = (pixel - mean) / std`` in the spec's channel order and layout, one float pass."""
+    if pre.channel_order == "BGR":
+        rgb = rgb[:, :, ::-1]
+    mean = np.asarray(pre.mean, np.float32)
+    scale = 1.0 / np.asarray(pre.std, np.float32)
+    if pre.layout == "NCHW":
+        np.subtract(rgb.transpose(2, 0, 1), mean[:, None, None], out=out, dtype=np.float32)
+        np.multiply(out, scale[:, None, None], out=out)
+    else:
+        np.subtract(rgb, mean, out=out, dtype=np.float32)
+        np.multiply(out, scale, out=out)
+
+
+def load_into(path: bytes, out: np.ndarray, pre: Preprocess, max_pixels: int) -> None:
+    """Read, decode and preprocess the image at ``path`` into ``out``; ItemError on failure."""
+    rgb = decode(read_bytes(path), pre, max_pixels)
+    try:
+        normalize_into(resize_crop(rgb, pre), out, pre)
+    except Exception as exc:
+        raise ItemError("preprocess", str(exc) or type(exc).__name__) from None
