@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from photos import make_tree  # noqa: E402
+from photos import make_tree
 
 
 @pytest.fixture(scope="session")

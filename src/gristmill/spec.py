@@ -155,15 +155,18 @@ class JobSpec:
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the output; two specs with equal identity make the same files."""
-        return {
+        """The fields that decide the output; two specs with equal identity make the same files.
+
+        In JSON form (tuples become lists) so it compares equal to the copy saved in job.json.
+        """
+        return json.loads(json.dumps({
             "version": SPEC_VERSION,
             "model": dataclasses.asdict(self.model) | {"trusted_pickle": None},
             "outputs": list(self.outputs),
             "preprocess": dataclasses.asdict(self.preprocess),
             "shard_size": self.shard_size,
             "max_image_pixels": self.max_image_pixels,
-        }
+        }))
 
     def identity_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=list).encode()

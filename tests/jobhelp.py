@@ -1,0 +1,20 @@
+"""Helpers for tests that run whole jobs: the standard options and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+BAD = {"bad/truncated.jpg": "truncated", "bad/empty.jpg": "empty", "bad/text.jpg": "text"}
+RUN = dict(outputs=("features", "logits"), shard_size=8, batch_size=8, progress=False)
+
+
+def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m gristmill ARGS`` with the test helpers importable."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+    env.update(kw.pop("env", {}))
+    return subprocess.run([sys.executable, "-m", "gristmill", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)

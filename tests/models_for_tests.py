@@ -1,0 +1,41 @@
+"""Small PyTorch models for tests, importable as ``models_for_tests:NAME`` factories.
+
+``counting_cnn`` appends ``pid`` to the file named by ``GRISTMILL_TEST_LOADS`` each time it is
+built, so a test can count model loads per process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.body(x)), 1))
+
+
+def tiny_cnn() -> nn.Module:
+    return TinyCNN().eval()
+
+
+def counting_cnn() -> nn.Module:
+    path = os.environ.get("GRISTMILL_TEST_LOADS")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    return TinyCNN().eval()
+
+
+def not_a_module() -> int:
+    return 3
