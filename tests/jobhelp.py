@@ -12,9 +12,10 @@ BAD = {"bad/truncated.jpg": "truncated", "bad/empty.jpg": "empty", "bad/text.jpg
 RUN = dict(outputs=("features", "logits"), shard_size=8, batch_size=8, progress=False)
 
 
-def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 300, prefix: tuple[str, ...] | list[str] = (),
+        **kw) -> subprocess.CompletedProcess:
     """Run ``python -m gristmill ARGS`` with the test helpers importable."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
     env.update(kw.pop("env", {}))
-    return subprocess.run([sys.executable, "-m", "gristmill", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kw)
+    return subprocess.run([*prefix, sys.executable, "-m", "gristmill", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, **kw)

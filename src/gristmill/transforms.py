@@ -116,6 +116,8 @@ def _decode_pillow(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
         raise
     except Image.DecompressionBombError as exc:
         raise ItemError("decode", f"image too large: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ItemError("decode", "not a recognised image format") from None
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ItemError("decode", message) from None
