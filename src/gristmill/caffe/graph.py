@@ -32,6 +32,7 @@ class Op:
     layer: L.Layer
     inputs: list[int]
     outputs: list[int]
+    tops: list[str]
 
 
 class Graph:
@@ -102,7 +103,7 @@ class Graph:
             raise SpecError(f"layer {lp.name!r} ({lp.type}) makes {len(out_shapes)} outputs "
                             f"but names {len(lp.top)} tops")
         outputs = [self._new(s) for s in out_shapes]
-        self.ops.append(Op(layer, inputs, outputs))
+        self.ops.append(Op(layer, inputs, outputs, list(lp.top)))
         for top, v in zip(lp.top, outputs):
             self.blobs[top] = v
 
@@ -198,7 +199,7 @@ class Graph:
                 if v in protected or len(nxt) != 1 or not _foldable(nxt[0]):
                     break
                 _merge(op.layer, nxt[0].layer)
-                op.outputs = nxt[0].outputs
+                op.outputs, op.tops = nxt[0].outputs, nxt[0].tops
                 self.ops.remove(nxt[0])
                 folded += 1
         self._plans.clear()
