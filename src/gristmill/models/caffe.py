@@ -1,0 +1,128 @@
+"""Caffe backend: a ``.prototxt`` (``spec.ref``) plus ``.caffemodel`` (``spec.weights``).
+
+``describe`` (driver) parses the prototxt only and checks the weights file exists: every blob name is
+an output, the net's output blobs are the defaults, and the preset follows Caffe's conventions: BGR,
+raw 0..255 pixels, std 1, mean from ``spec.mean_file`` (per-channel mean of the ``.binaryproto``
+mean image) or zero. The size preset: a 224 or 227 square input (the ImageNet models) gets the
+classic resize to 256 x 256 then centre crop; any other input is resized to exactly its H x W.
+``create`` (worker) builds a model whose ``setup`` loads the weights, prunes the graph to the
+requested blobs, folds BatchNorm/Scale into convolutions, and moves it to the device
+(channels_last). All user errors are one-line ``SpecError``s.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..errors import SpecError
+from ..spec import ModelSpec, Preprocess
+from .base import ModelInfo
+
+log = logging.getLogger(__name__)
+
+_IMAGENET_SIZES = (224, 227)
+
+
+def describe(spec: ModelSpec) -> ModelInfo:
+    """What the net offers, from the prototxt alone (cheap; no weights are read)."""
+    from ..caffe import caffe_pb2 as pb
+    from ..caffe.layers import BUILDERS, unsupported
+    from ..caffe.proto import in_phase, net_inputs, read_prototxt
+
+    net = read_prototxt(spec.ref)
+    _check_weights_path(spec)
+    inputs = net_inputs(net)
+    if len(inputs) != 1 or len(inputs[0][1]) != 4 or inputs[0][1][1] != 3:
+        raise SpecError(f"model {spec.ref}: gristmill feeds one 3-channel image input, the net "
+                        f"declares {[(n, s) for n, s in inputs]}")
+    # Versioned as the graph does it: an in-place layer makes a new version of its blob, and an
+    # output is a blob whose last version no layer reads.
+    version: dict[str, int] = {inputs[0][0]: 0}
+    reads: set[tuple[str, int]] = set()
+    for lp in net.layer:
+        if not in_phase(lp, pb.TEST) or lp.type == "Input":
+            continue
+        if lp.type not in BUILDERS:
+            raise unsupported(lp)
+        reads.update((b, version.get(b, -1)) for b in lp.bottom)
+        for top in lp.top:
+            version[top] = version.get(top, -1) + 1
+    defaults = tuple(n for n, v in version.items() if (n, v) not in reads and n != inputs[0][0])
+    return ModelInfo(outputs=tuple(version), default_outputs=defaults,
+                     preset=preset(inputs[0][1], spec.mean_file))
+
+
+def preset(shape: tuple[int, ...], mean_file: str | None) -> Preprocess:
+    """Caffe's preprocessing for an input of ``shape`` (N, C, H, W)."""
+    from ..caffe.proto import channel_mean
+
+    h, w = int(shape[2]), int(shape[3])
+    mean = channel_mean(mean_file) if mean_file else (0.0, 0.0, 0.0)
+    if len(mean) != 3:
+        raise SpecError(f"mean file {mean_file} has {len(mean)} channels; the net takes 3")
+    sized = ({"resize": (256, 256), "crop": (h, w)} if h == w and h in _IMAGENET_SIZES
+             else {"resize": (h, w)})
+    return Preprocess(mean=mean, std=(1.0, 1.0, 1.0), channel_order="BGR", layout="NCHW", **sized)
+
+
+def _check_weights_path(spec: ModelSpec) -> None:
+    import os
+
+    if not spec.weights:
+        raise SpecError(f"model {spec.ref} needs its weights: give --weights FILE.caffemodel")
+    if not os.path.isfile(spec.weights):
+        raise SpecError(f"caffemodel {spec.weights} does not exist")
+    if os.path.getsize(spec.weights) == 0:
+        raise SpecError(f"caffemodel {spec.weights} is empty")
+
+
+class CaffeModel:
+    """One Caffe net in one worker: pruned to ``outputs``, folded, on ``device``."""
+
+    def __init__(self, spec: ModelSpec, *, outputs: tuple[str, ...], device: str,
+                 threads: int) -> None:
+        self.spec, self.outputs, self.device, self.threads = spec, outputs, device, threads
+        self.graph = None
+        self.input_name = ""
+
+    def setup(self) -> None:
+        import torch
+
+        from ..caffe.graph import Graph
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        _check_weights_path(self.spec)
+        graph = Graph.load(self.spec.ref, self.spec.weights)
+        outputs = self.outputs or tuple(graph.outputs())
+        graph.plan(outputs)  # SpecError for unknown names, before any batch arrives
+        graph.ops = graph.plan(outputs)
+        folded = graph.fold(outputs)
+        device = torch.device(self.device if self.device not in ("", "auto") else "cpu")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SpecError(f"device {self.device}: CUDA is not available on this machine")
+        self.graph = graph.to(device, channels_last=True)
+        self.outputs, self._device = outputs, device
+        self.input_name = next(iter(graph.inputs))
+        log.info("caffe net %s: %d ops after pruning, %d BatchNorm/Scale folded",
+                 graph.name, len(graph.ops), folded)
+
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        assert self.graph is not None, "setup() first"
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            out = self.graph.run({self.input_name: x}, self.outputs)
+            return {n: np.ascontiguousarray(t.float().cpu().numpy()) for n, t in out.items()}
+
+    def teardown(self) -> None:
+        self.graph = None
+
+
+def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int) -> CaffeModel:
+    """The model for one worker; ``setup()`` loads it."""
+    return CaffeModel(spec, outputs=outputs, device=device, threads=threads)
