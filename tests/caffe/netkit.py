@@ -33,7 +33,8 @@ def write_net(folder: Path, layers: list[pb.LayerParameter], *, shape: tuple[int
     net = pb.NetParameter(name=name)
     if style == "layer":
         net.layer.add().CopyFrom(layer(inp, "Input", [], [inp],
-                                       f"input_param {{ shape {{ {' '.join(f'dim: {d}' for d in shape)} }} }}"))
+                                       "input_param { shape { "
+                                       + " ".join(f"dim: {d}" for d in shape) + " } }"))
     elif style == "input_dim":
         net.input.append(inp)
         net.input_dim.extend(shape)

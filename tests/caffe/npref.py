@@ -8,7 +8,7 @@ import numpy as np
 
 
 def conv2d(x, w, b, stride=(1, 1), pad=(0, 0), dil=(1, 1), group=1):
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
     oh = (h + 2 * pad[0] - (dil[0] * (kh - 1) + 1)) // stride[0] + 1
@@ -30,7 +30,7 @@ def conv2d(x, w, b, stride=(1, 1), pad=(0, 0), dil=(1, 1), group=1):
 
 def deconv2d(x, w, b, stride=(1, 1), pad=(0, 0)):
     """Transposed convolution, scatter form; w is (C_in, C_out, kh, kw), one group."""
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     _, o, kh, kw = w.shape
     full = np.zeros((n, o, (h - 1) * stride[0] + kh, (wd - 1) * stride[1] + kw))
     for y in range(h):
@@ -45,8 +45,8 @@ def pool(x, method, k, s, p):
     """Caffe's pooling_layer.cpp arithmetic, ceil rounding."""
     n, c, h, w = x.shape
     sizes = []
-    for size, kk, ss, pp in zip((h, w), k, s, p):
-        o = int(math.ceil((size + 2 * pp - kk) / ss)) + 1
+    for size, kk, ss, pp in zip((h, w), k, s, p, strict=False):
+        o = math.ceil((size + 2 * pp - kk) / ss) + 1
         if pp and (o - 1) * ss >= size + pp:
             o -= 1
         sizes.append(o)

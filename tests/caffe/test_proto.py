@@ -154,7 +154,7 @@ def test_shape_mismatch_names_layer(tmp_path):
 
 
 def test_missing_weights_for_layer(tmp_path):
-    proto, model = small(tmp_path)
+    proto, _model = small(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     _, empty = write_net(other, [layer("x", "ReLU", ["data"], ["x"])], shape=X.shape)
@@ -175,7 +175,7 @@ def test_unsupported_layer(tmp_path):
 def test_size_limits(tmp_path, monkeypatch):
     from gristmill.caffe import proto as reader
 
-    proto, model = small(tmp_path)
+    proto, _model = small(tmp_path)
     monkeypatch.setattr(reader, "MAX_PROTOTXT_BYTES", 10)
     with pytest.raises(SpecError) as e:
         reader.read_prototxt(proto)

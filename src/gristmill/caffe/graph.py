@@ -104,7 +104,7 @@ class Graph:
                             f"but names {len(lp.top)} tops")
         outputs = [self._new(s) for s in out_shapes]
         self.ops.append(Op(layer, inputs, outputs, list(lp.top)))
-        for top, v in zip(lp.top, outputs):
+        for top, v in zip(lp.top, outputs, strict=False):
             self.blobs[top] = v
 
     # ---- queries --------------------------------------------------------------------------
@@ -120,7 +120,7 @@ class Graph:
             for op in self.ops:
                 params = [p.to("meta") for p in op.layer.params]
                 outs = op.layer.fn([env[v] for v in op.inputs], params)
-                env.update(zip(op.outputs, outs))
+                env.update(zip(op.outputs, outs, strict=False))
         return {n: tuple(env[v].shape) for n, v in self.blobs.items()}
 
     def plan(self, outputs: tuple[str, ...], end: int | None = None) -> list[Op]:
@@ -154,7 +154,7 @@ class Graph:
         last = _last_use(plan, set(targets.values()))
         for i, op in enumerate(plan):
             outs = op.layer.fn([env[v] for v in op.inputs], op.layer.params)
-            env.update(zip(op.outputs, outs))
+            env.update(zip(op.outputs, outs, strict=False))
             for v in last.get(i, ()):
                 env.pop(v, None)
         return {n: env[v] for n, v in targets.items()}
@@ -228,7 +228,7 @@ def _merge(conv: L.Layer, after: L.Layer) -> None:
             scale)
     dtype = conv.params[0].dtype
     conv.params = [(w * scale.view(-1, 1, 1, 1)).to(dtype), (b * scale + shift).to(dtype)]
-    conv.attrs["folded"] = conv.attrs.get("folded", ()) + (after.name,)
+    conv.attrs["folded"] = (*conv.attrs.get("folded", ()), after.name)
 
 
 def _meta_shapes(layer: L.Layer, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -106,13 +106,15 @@ class Transformer:
     def set_transpose(self, in_: str, order: tuple[int, ...]) -> None:
         self.__check_input(in_)
         if len(order) != len(self.inputs[in_]) - 1:
-            raise Exception("Transpose order needs to have the same number of dimensions as the input.")
+            raise Exception("Transpose order needs to have the same number of dimensions as the "
+                            "input.")
         self.transpose[in_] = tuple(order)
 
     def set_channel_swap(self, in_: str, order: tuple[int, ...]) -> None:
         self.__check_input(in_)
         if len(order) != self.inputs[in_][1]:
-            raise Exception("Channel swap needs to have the same number of dimensions as the input channels.")
+            raise Exception("Channel swap needs to have the same number of dimensions as the "
+                            "input channels.")
         self.channel_swap[in_] = tuple(order)
 
     def set_raw_scale(self, in_: str, scale: float) -> None:

@@ -54,7 +54,7 @@ def check_blobs(layer: pb.LayerParameter, blobs: list[np.ndarray] | None,
         raise SpecError(f"layer {layer.name!r} ({layer.type}): weights file has {len(blobs)} "
                         f"blobs, the prototxt needs {len(expected)} of shapes {expected}")
     out = []
-    for i, (blob, shape) in enumerate(zip(blobs, expected)):
+    for i, (blob, shape) in enumerate(zip(blobs, expected, strict=False)):
         if _strip(blob.shape) != _strip(shape):
             raise SpecError(f"layer {layer.name!r} ({layer.type}): weight blob {i} has shape "
                             f"{tuple(blob.shape)}, the prototxt needs {tuple(shape)}")
@@ -206,13 +206,14 @@ def build_eltwise(lp, blobs, shapes):
     op = ep.operation
     coeff = list(ep.coeff) or [1.0] * len(shapes)
     if len(coeff) != len(shapes):
-        raise SpecError(f"layer {lp.name!r} (Eltwise): {len(coeff)} coeff for {len(shapes)} bottoms")
+        raise SpecError(f"layer {lp.name!r} (Eltwise): {len(coeff)} coeff for "
+                        f"{len(shapes)} bottoms")
     if op != pb.EltwiseParameter.SUM and ep.coeff:
         raise SpecError(f"layer {lp.name!r} (Eltwise): coeff is only valid for SUM")
 
     def eltwise(xs, ps):
         y = xs[0] * coeff[0] if coeff[0] != 1 else xs[0]
-        for x, c in zip(xs[1:], coeff[1:]):
+        for x, c in zip(xs[1:], coeff[1:], strict=False):
             if op == pb.EltwiseParameter.SUM:
                 y = y + (x * c if c != 1 else x)
             elif op == pb.EltwiseParameter.PROD:
@@ -288,10 +289,10 @@ def build_crop(lp, blobs, shapes):
     def crop(xs, ps):
         x, ref = xs
         index = [slice(None)] * axis
-        for i, off in zip(range(axis, nd), offsets):
+        for i, off in zip(range(axis, nd), offsets, strict=False):
             index.append(slice(off, off + ref.shape[i]))
         return [x[tuple(index)]]
-    for i, off in zip(range(axis, nd), offsets):
+    for i, off in zip(range(axis, nd), offsets, strict=False):
         if off + shapes[1][i] > shapes[0][i]:
             raise SpecError(f"layer {lp.name!r} (Crop): offset {off} + size {shapes[1][i]} "
                             f"exceeds {shapes[0][i]} on axis {i}")

@@ -3,9 +3,9 @@
 Contract: same builder signature as ``layers.py``. The arithmetic follows Caffe, not PyTorch, where
 they differ: pooling output sizes are ceil-rounded and the last window must start inside the image
 (or the left padding); padded AVE pooling divides by the window clipped to ``H + pad``, counting
-padding but not the ceil overhang; LRN within a channel ignores ``k``. PyTorch's own kernels are used
-whenever they compute exactly that (they do for the usual ``pad <= kernel / 2``), else an explicit
-padded form.
+padding but not the ceil overhang; LRN within a channel ignores ``k``. PyTorch's own kernels are
+used whenever they compute exactly that (they do for the usual ``pad <= kernel / 2``), else an
+explicit padded form.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def pool_geometry(pp: pb.PoolingParameter, h: int, w: int) -> dict[str, tuple[in
         pad = ((pp.pad_h, pp.pad_w) if pp.HasField("pad_h") or pp.HasField("pad_w")
                else (pp.pad, pp.pad))
     out = []
-    for size, k, s, p in zip((h, w), kernel, stride, pad):
+    for size, k, s, p in zip((h, w), kernel, stride, pad, strict=False):
         if pp.round_mode == pb.PoolingParameter.FLOOR:
             n = (size + 2 * p - k) // s + 1
         else:

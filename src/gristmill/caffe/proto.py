@@ -86,20 +86,22 @@ def read_caffemodel(path: str) -> pb.NetParameter:
     try:
         net.ParseFromString(data)
     except (message.DecodeError, RuntimeError) as e:
-        raise SpecError(f"caffemodel {path} is truncated or not a caffemodel ({_one_line(e)})") from None
+        raise SpecError(f"caffemodel {path} is truncated or not a caffemodel "
+                        f"({_one_line(e)})") from None
     if not net.layer and not net.layers:
         raise SpecError(f"caffemodel {path} holds no layers: not a caffemodel?")
     return upgrade(net)
 
 
 def read_mean(path: str) -> np.ndarray:
-    """The mean image (C, H, W) in a ``.binaryproto`` (a BlobProto, as made by compute_image_mean)."""
+    """The mean image (C, H, W) in a ``.binaryproto`` (a BlobProto from compute_image_mean)."""
     data = _read(path, MAX_CAFFEMODEL_BYTES, "mean file")
     blob = pb.BlobProto()
     try:
         blob.ParseFromString(data)
     except (message.DecodeError, RuntimeError) as e:
-        raise SpecError(f"mean file {path} is truncated or not a binaryproto ({_one_line(e)})") from None
+        raise SpecError(f"mean file {path} is truncated or not a binaryproto "
+                        f"({_one_line(e)})") from None
     array = blob_array(blob, where=f"mean file {path}")
     if array.ndim == 4:
         array = array[0]
@@ -109,7 +111,7 @@ def read_mean(path: str) -> np.ndarray:
 
 
 def channel_mean(path: str) -> tuple[float, ...]:
-    """Per-channel mean of the mean image in ``path``, in the file's channel order (BGR for Caffe)."""
+    """Per-channel mean of the mean image in ``path``, in the file's order (BGR for Caffe)."""
     mean = read_mean(path)
     return tuple(float(v) for v in mean.reshape(mean.shape[0], -1).mean(1))
 
@@ -173,7 +175,8 @@ def net_inputs(net: pb.NetParameter) -> list[tuple[str, tuple[int, ...]]]:
         if len(net.input_shape) != len(names):
             raise SpecError(f"net {net.name!r}: {len(names)} inputs but "
                             f"{len(net.input_shape)} input_shape entries")
-        inputs += [(n, tuple(int(d) for d in s.dim)) for n, s in zip(names, net.input_shape)]
+        inputs += [(n, tuple(int(d) for d in s.dim))
+                   for n, s in zip(names, net.input_shape, strict=False)]
     elif names:
         dims = list(net.input_dim)
         if len(dims) != 4 * len(names):

@@ -1,14 +1,13 @@
 """Caffe backend: a ``.prototxt`` (``spec.ref``) plus ``.caffemodel`` (``spec.weights``).
 
-``describe`` (driver) parses the prototxt only and checks the weights file exists: every blob name is
-an output, the net's output blobs are the defaults, and the preset follows Caffe's conventions: BGR,
-raw 0..255 pixels, std 1, mean from ``spec.mean_file`` (per-channel mean of the ``.binaryproto``
-mean image) or zero. The size preset: a 224 or 227 square input (the ImageNet models) gets the
-classic resize to 256 x 256 then centre crop; any other input is resized to exactly its H x W.
-``create`` (worker) builds a model whose ``setup`` loads the weights, prunes the graph to the
-requested blobs, folds BatchNorm/Scale into convolutions, and moves it to the device
-(channels_last). All user errors are one-line ``SpecError``s.
-"""
+``describe`` (driver) parses the prototxt only and checks the weights file exists: every blob name
+is an output, the net's output blobs are the defaults, and the preset follows Caffe's conventions:
+BGR, raw 0..255 pixels, std 1, mean from ``spec.mean_file`` (per-channel mean of the
+``.binaryproto`` mean image) or zero. The size preset: a 224 or 227 square input (the ImageNet
+models) gets the classic resize to 256 x 256 then centre crop; any other input is resized to exactly
+its H x W. ``create`` (worker) builds a model whose ``setup`` loads the weights, prunes the graph to
+the requested blobs, folds BatchNorm/Scale into convolutions, and moves it to the device
+(channels_last). All user errors are one-line ``SpecError``s. """
 
 from __future__ import annotations
 
