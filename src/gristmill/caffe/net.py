@@ -127,7 +127,7 @@ class Net:
                 end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         """Run the net (up to layer ``end``); returns the outputs plus ``blobs``."""
         if start is not None:
-            raise NotImplementedError("forward(start=...) is not supported; feed the inputs")
+            raise ValueError("forward(start=...) is not supported; feed the inputs")
         for name, array in kwargs.items():
             if name not in self.inputs:
                 raise KeyError(f"{name!r} is not an input of this net; inputs: {self.inputs}")

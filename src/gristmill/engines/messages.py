@@ -57,4 +57,4 @@ class WorkerCrashed:
 
 @dataclass(frozen=True)
 class Stop:
-    pass
+    """Finish: stop the loaders, free the ring, exit."""

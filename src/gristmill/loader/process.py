@@ -8,6 +8,7 @@ killed parent never leaves loaders behind (on Linux the kernel also kills them a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import queue
@@ -28,11 +29,9 @@ POLL_SECONDS = 1.0
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies; leave Ctrl-C to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: parent polling remains
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def get_alive(q: Any, parent: int, timeout: float = POLL_SECONDS) -> Any:
