@@ -98,7 +98,12 @@ def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
     info = models.describe(spec.model)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
     preprocess = spec.preprocess.over(info.preset).complete()
-    devices = resolve_devices(spec.device)
+    if spec.engine == "ray":  # the cluster's resources, not this machine's, decide the devices
+        from .engines.ray_worker import resolve_cluster
+
+        devices = resolve_cluster(spec)
+    else:
+        devices = resolve_devices(spec.device)
     batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
     model = spec.model
     for name in ("weights", "mean_file"):
