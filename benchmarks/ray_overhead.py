@@ -6,7 +6,7 @@ worker start-up included. On one machine Ray cannot be faster: the ratio shows w
 costs (actor start, remote calls, receipts). Usage::
 
     PYTHONPATH=src python benchmarks/ray_overhead.py --size small   # 210 photos, one run each
-    PYTHONPATH=src python benchmarks/ray_overhead.py --size full    # 840 photos, best of two
+    PYTHONPATH=src python benchmarks/ray_overhead.py --size full    # 420 photos
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "ray")]
 
-SIZES = {"small": (15, 1), "full": (60, 2)}  # photo folders (14 photos each), repeats
+SIZES = {"small": (15, 1), "full": (30, 1)}  # photo folders (14 photos each), repeats
 OPTIONS = {"batch_size": 16, "shard_size": 64, "device": "cpu", "threads": 1, "loaders": 1,
            "workers": 2, "progress": False, "overwrite": True}
 

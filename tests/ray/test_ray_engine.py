@@ -84,7 +84,7 @@ def test_ray_resumes_from_markers(ray_cluster, tree210, reference, tmp_path) -> 
     assert_same(out, reference)
 
 
-def test_node_lost_mid_run(ray_cluster, tree210, reference, tmp_path) -> None:
+def test_node_lost_mid_run(ray_cluster, tree210, reference, tmp_path, caplog) -> None:
     """Kill a worker node (no warning) once shards are being committed: the survivor finishes."""
     ray_cluster.ensure_workers()
     out = tmp_path / "out"
@@ -97,8 +97,10 @@ def test_node_lost_mid_run(ray_cluster, tree210, reference, tmp_path) -> None:
         assert time.monotonic() < deadline and job.is_alive(), "no shard was committed"
         time.sleep(0.05)
     ray_cluster.kill(ray_cluster.workers[0])
+    assert job.is_alive()  # killed mid-run, not after
     job.join(timeout=180)
     assert not job.is_alive()
+    assert "Ray worker lost" in caplog.text  # the loss was noticed and its shards requeued
     report = result["report"]
     assert report.complete and report.ok + report.errors == 210
     assert not [n for n in shard_files(out) if n.endswith(".tmp")]

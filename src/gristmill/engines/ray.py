@@ -146,7 +146,8 @@ class RayEngine:
                                 f"{exc.cause!r}") from None
             self._lost(actor, f"worker failed: {exc.cause!r}", pending, attempts)
             return
-        actor.last_seen = time.monotonic()
+        if value:  # an empty poll proves only that the process lives, not that it progresses
+            actor.last_seen = time.monotonic()
         if not actor.ready:
             actor.ready = True
             self.on_event(value)

@@ -149,15 +149,23 @@ class RunnerActor:
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.stopping = threading.Event()
         self.error: str | None = None
+        self.setup_error: BaseException | None = None
         self.pump: threading.Thread | None = None
 
     def setup(self) -> WorkerReady:
         """Load the model, start loaders and the pump; raises what the model load raised."""
         start = time.perf_counter()
         self.runner = ShardRunner(self.spec, InputList.load(self.inputs_path), self.plan)
-        self.runner.setup()
-        self.pump = threading.Thread(target=self._pump, name="gristmill-pump", daemon=True)
+        # The pump thread sets the runner up: loader processes die with the thread that started
+        # them (PR_SET_PDEATHSIG), so they must belong to the thread that lives until teardown,
+        # not to one of Ray's method threads.
+        started = threading.Event()
+        self.pump = threading.Thread(target=self._pump, args=(started,), name="gristmill-pump",
+                                     daemon=True)
         self.pump.start()
+        started.wait()
+        if self.setup_error is not None:
+            raise self.setup_error
         p = self.plan
         return WorkerReady(p.index, os.getpid(), p.device, p.threads, p.loaders,
                            time.perf_counter() - start)
@@ -189,9 +197,16 @@ class RunnerActor:
             self.runner.teardown()
             self.runner = None
 
-    def _pump(self) -> None:
+    def _pump(self, started: threading.Event) -> None:
         runner = self.runner
         assert runner is not None
+        try:
+            runner.setup()
+        except BaseException as exc:
+            self.setup_error = exc
+            return
+        finally:
+            started.set()
         try:
             while not self.stopping.is_set():
                 with contextlib.suppress(queue.Empty):
