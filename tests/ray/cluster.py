@@ -32,23 +32,48 @@ ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _ours(marker: str) -> list[int]:
-    """Pids of processes whose command line names ``marker`` (this cluster's temp dir)."""
-    pids = []
+    """Pids of processes whose command line names ``marker`` (this cluster's temp dir), and of
+    their descendants (Ray workers retitle themselves ``ray::...``, hiding the marker)."""
+    named, parent = set(), {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
-            if marker.encode() in f.read():
-                pids.append(int(entry))
-    return pids
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    named.add(int(entry))
+            with open(f"/proc/{entry}/stat") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    ours, grew = set(named), True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in ours} - ours
+        ours |= more
+        grew = bool(more)
+    return sorted(ours)
+
+
+def _reap_rings(pids: set[int]) -> None:
+    """Unlink gristmill slot rings whose creator was one of ``pids`` and is gone.
+
+    A SIGKILLed actor cannot unlink its ring (its resource tracker dies in the same process
+    group); on a real lost node the ring goes with the machine, here every node shares /dev/shm.
+    """
+    for name in os.listdir("/dev/shm"):
+        parts = name.split("-")
+        if parts[0] == "gristmill" and len(parts) > 2 and parts[1].isdigit():
+            pid = int(parts[1])
+            if pid in pids and not os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join("/dev/shm", name))
 
 
 class RayCluster:
     """A running cluster: ``add_worker()``, ``kill(node)``, ``ensure_workers()``, ``workers``."""
 
-    def __init__(self, cluster: Any, size: int) -> None:
-        self.cluster, self.size = cluster, size
+    def __init__(self, cluster: Any, size: int, tmp: str) -> None:
+        self.cluster, self.size, self.tmp = cluster, size, tmp
         self.workers: list[Any] = []
+        self.pids: set[int] = set()  # this cluster's processes seen before a kill
 
     def add_worker(self) -> Any:
         node = self.cluster.add_node(num_cpus=1, object_store_memory=STORE_BYTES,
@@ -58,6 +83,7 @@ class RayCluster:
 
     def kill(self, node: Any) -> None:
         """Kill a node's processes without warning, as a lost machine would."""
+        self.pids.update(_ours(self.tmp))
         self.workers.remove(node)
         self.cluster.remove_node(node, allow_graceful=False)
 
@@ -86,13 +112,13 @@ def local_cluster(workers: int = 2) -> Iterator[RayCluster]:
         p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    cluster = None
+    cluster = handle = None
     try:
         cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
             "num_cpus": 0, "object_store_memory": STORE_BYTES, "include_dashboard": False,
             "node_ip_address": NODE_IP, "temp_dir": os.path.join(tmp, "ray"),
             "_system_config": HEALTH})
-        handle = RayCluster(cluster, workers)
+        handle = RayCluster(cluster, workers, tmp)
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         handle.ensure_workers()
         yield handle
@@ -102,9 +128,13 @@ def local_cluster(workers: int = 2) -> Iterator[RayCluster]:
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.shutdown()
-        for pid in _ours(tmp):  # stragglers of this cluster only, by pid
+        stragglers = _ours(tmp)
+        for pid in stragglers:  # stragglers of this cluster only, by pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if handle is not None:
+            time.sleep(0.5)  # let the killed processes go before looking at their rings
+            _reap_rings(handle.pids | set(stragglers))
         shutil.rmtree(tmp, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
