@@ -98,7 +98,12 @@ def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
     info = models.describe(spec.model)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
     preprocess = spec.preprocess.over(info.preset).complete()
-    devices = resolve_devices(spec.device)
+    if spec.engine == "ray":  # the cluster's resources, not this machine's, decide the devices
+        from .engines.ray_worker import resolve_cluster
+
+        devices = resolve_cluster(spec)
+    else:
+        devices = resolve_devices(spec.device)
     batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
     model = spec.model
     for name in ("weights", "mean_file"):
@@ -118,6 +123,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     spec, devices = resolve(spec)
     workers = plan_workers(spec, devices, spec.batch_size)
     identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    identity = json.loads(json.dumps(identity))  # tuples as lists, as job.json reads back
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)

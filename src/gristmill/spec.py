@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
 
 SPEC_VERSION = 1
+_RAY_ADDRESS = re.compile(r"auto|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+")
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,12 @@ class JobSpec:
             raise SpecError(f"--stall-timeout must be > 0, got {self.stall_timeout}")
         if self.engine not in ("local", "ray"):
             raise SpecError(f"--engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.ray_address is not None:
+            if self.engine != "ray":
+                raise SpecError("--ray-address is only used with --engine ray")
+            if not _RAY_ADDRESS.fullmatch(self.ray_address):
+                raise SpecError("--ray-address must be auto, ray://host[:port] or host:port, "
+                                f"got {self.ray_address!r}")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 

@@ -1,0 +1,229 @@
+"""The Ray engine: the same job on a Ray cluster, one ``ShardRunner`` actor per GPU or CPU group.
+
+Data flow::
+
+    driver (this process)        plans, hands out ShardTasks (ids and ranges, never pixels),
+    │                            collects receipts, builds features.h5 at the end (api.py)
+    ├── actor 0 on node A        RunnerActor: model once, own loaders + slot ring on node A,
+    │                            reads OUT/inputs.npz, commits shards straight into OUT
+    └── actor 1 on node B ...
+
+Storage: every node must see OUT at the same path (a shared filesystem: NFS, Lustre, a FUSE mount
+of a bucket). Actors commit shards with the ledger's temp -> fsync -> rename -> marker protocol, so
+a shard computed twice (a retry after a lost node) is committed once. Object stores such as
+``s3://`` are the extension point: the ledger and the HDF5 sink would go through ``fsspec`` (write
+the shard locally, upload, then put the marker last); until then, mount the bucket.
+
+Scheduling: the driver keeps at most ``PREFETCH`` shards in flight per ready actor (so a slow actor
+never holds work an idle one could take) and one long ``poll`` call outstanding per actor; it
+wakes at least every ``POLL`` seconds.
+
+Faults: an actor whose calls fail with ``RayActorError`` (its process or node died; Ray notices a
+lost node after its health checks miss, seconds when tuned), whose pump raised, or that sends
+nothing for ``stall_timeout`` seconds while holding shards, is killed and replaced by a new actor
+(Ray places it wherever resources exist; on a lost node it waits until one joins). Its shards go
+back to the front of the queue and the one it was computing is charged an attempt; a shard given
+up after ``max_attempts`` is reported failed. If no actor is ready for ``SETUP_TIMEOUT`` seconds
+(every node lost, or no replacement can be placed), or actors died more than the bound, the job
+fails with ``JobFailed``; committed shards stay and a rerun resumes from the markers, as a driver
+restart does.
+
+Shutdown order (written once, here): ask every actor to ``teardown`` (stop the pump, stop its
+loaders, unlink its ring), wait up to ``JOIN_SECONDS``, then ``ray.kill`` every actor, live or
+pending; finally stop the local Ray if this job started one.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import JobFailed
+from ..spec import JobSpec
+from . import ray_worker
+from .messages import Receipt, ShardFailed, ShardTask
+from .runner import WorkerPlan
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 2
+POLL = 0.25
+POLL_CALL = 1.0  # how long an actor's poll waits for a message before returning empty
+JOIN_SECONDS = 10.0
+SETUP_TIMEOUT = 300.0
+
+
+@dataclass
+class _Actor:
+    plan: WorkerPlan
+    handle: Any
+    call: Any  # the outstanding ObjectRef: setup() until ready, then poll()
+    inflight: list[ShardTask] = field(default_factory=list)
+    last_seen: float = field(default_factory=time.monotonic)
+    ready: bool = False
+
+
+class RayEngine:
+    """Runs a prepared job's pending shards on Ray actors (see module docstring).
+
+    Same contract as ``LocalEngine``: ``run(shards)`` returns the shards given up, with reasons,
+    and raises ``JobFailed`` when the job cannot go on. ``workers`` (the local plan) is not used:
+    the actors are planned from the cluster's resources.
+    """
+
+    def __init__(self, spec: JobSpec, inputs_path: str, workers: list[WorkerPlan],
+                 on_event: Callable[[Any], None]) -> None:
+        self.spec, self.inputs_path, self.on_event = spec, inputs_path, on_event
+        self.actors: list[_Actor] = []
+        self.failed: dict[int, str] = {}
+        self.deaths = 0
+        self.next_index = 0
+        self.last_ready = time.monotonic()
+
+    def run(self, shards: list[Any]) -> dict[int, str]:
+        """Run ``shards``; return the ones given up, with their reasons."""
+        import ray
+
+        ray_worker.connect(self.spec.ray_address)
+        self.shape = ray_worker.plan_actors(self.spec, ray_worker.alive_nodes())
+        self.actor_class = ray.remote(ray_worker.RunnerActor)
+        pending = collections.deque(ShardTask(s) for s in shards)
+        attempts: collections.Counter[int] = collections.Counter()
+        try:
+            self.actors = [self._start() for _ in range(self.shape.count)]
+            self.last_ready = time.monotonic()
+            while pending or any(a.inflight for a in self.actors):
+                self._assign(pending)
+                calls = {a.call: a for a in self.actors}
+                done, _ = ray.wait(list(calls), num_returns=1, timeout=POLL)
+                if done:  # collect every call that is ready, not only the first
+                    done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
+                for ref in done:
+                    self._collect(calls[ref], ref, pending, attempts)
+                self._supervise(pending, attempts)
+        finally:
+            self._shutdown()
+            ray_worker.disconnect()
+        return self.failed
+
+    # -- actors --------------------------------------------------------------------------------
+    def _start(self) -> _Actor:
+        plan = self.shape.plan(self.next_index, self.spec)
+        self.next_index += 1
+        handle = self.actor_class.options(
+            num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0,
+            max_concurrency=4,  # submit and poll run beside the pump thread
+            scheduling_strategy="SPREAD", name=None,
+        ).remote(self.spec, self.inputs_path, plan)
+        return _Actor(plan, handle, handle.setup.remote())
+
+    def _assign(self, pending: collections.deque[ShardTask]) -> None:
+        for actor in self.actors:
+            while actor.ready and pending and len(actor.inflight) < PREFETCH:
+                task = pending.popleft()
+                actor.handle.submit.remote(task)  # errors surface through its poll
+                actor.inflight.append(task)
+                actor.last_seen = time.monotonic()
+
+    def _collect(self, actor: _Actor, ref: Any, pending: collections.deque[ShardTask],
+                 attempts: collections.Counter[int]) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            value = ray.get(ref)
+        except RayActorError as exc:
+            self._lost(actor, f"Ray worker lost ({type(exc).__name__})", pending, attempts)
+            return
+        except RayTaskError as exc:
+            if not actor.ready:  # the model could not load: every replacement would fail too
+                raise JobFailed(f"worker {actor.plan.index} could not load the model: "
+                                f"{exc.cause!r}") from None
+            self._lost(actor, f"worker failed: {exc.cause!r}", pending, attempts)
+            return
+        if value:  # an empty poll proves only that the process lives, not that it progresses
+            actor.last_seen = time.monotonic()
+        if not actor.ready:
+            actor.ready = True
+            self.on_event(value)
+        else:
+            for message in value:
+                self._handle(actor, message, pending, attempts)
+        actor.call = actor.handle.poll.remote(POLL_CALL)
+
+    def _handle(self, actor: _Actor, message: Any, pending: collections.deque[ShardTask],
+                attempts: collections.Counter[int]) -> None:
+        if isinstance(message, Receipt | ShardFailed):
+            task = next((t for t in actor.inflight if t.shard.id == message.shard), None)
+            if task is not None:
+                actor.inflight.remove(task)
+                if isinstance(message, ShardFailed):
+                    self._retry(task, message.reason, pending, attempts)
+        self.on_event(message)
+
+    def _retry(self, task: ShardTask, reason: str, pending: collections.deque[ShardTask],
+               attempts: collections.Counter[int]) -> None:
+        attempts[task.shard.id] += 1
+        if attempts[task.shard.id] >= self.spec.max_attempts:
+            self.failed[task.shard.id] = reason
+            log.error("%s failed %d times, giving up: %s", task.shard.name,
+                      attempts[task.shard.id], reason)
+            self.on_event(ShardFailed(task.shard.id, reason))
+        else:
+            log.warning("%s failed (%s); retrying", task.shard.name, reason)
+            pending.appendleft(ShardTask(task.shard, task.attempt + 1))
+
+    def _lost(self, actor: _Actor, reason: str, pending: collections.deque[ShardTask],
+              attempts: collections.Counter[int]) -> None:
+        """Kill ``actor``, requeue its shards, and start a replacement in its place."""
+        import ray
+
+        log.warning("worker %d: %s; its %d shard(s) go back to the queue", actor.plan.index,
+                    reason, len(actor.inflight))
+        self.deaths += 1
+        with contextlib.suppress(Exception):
+            ray.kill(actor.handle, no_restart=True)
+        # Requeue in order; the oldest shard is the one it was computing: charge it an attempt.
+        for j, task in enumerate(reversed(actor.inflight)):
+            if j == len(actor.inflight) - 1:
+                self._retry(task, reason, pending, attempts)
+            else:
+                pending.appendleft(task)
+        actor.inflight.clear()
+        if self.deaths > 10 * self.shape.count + self.spec.max_attempts:
+            raise JobFailed(f"Ray workers died {self.deaths} times (last: {reason})")
+        self.actors[self.actors.index(actor)] = self._start()
+
+    def _supervise(self, pending: collections.deque[ShardTask],
+                   attempts: collections.Counter[int]) -> None:
+        now = time.monotonic()
+        if any(a.ready for a in self.actors):
+            self.last_ready = now
+        elif now - self.last_ready > SETUP_TIMEOUT:
+            raise JobFailed(f"no Ray worker was running for {SETUP_TIMEOUT:.0f} s (nodes lost "
+                            "or no resources to place one); rerun to resume")
+        for actor in list(self.actors):
+            if actor.inflight and now - actor.last_seen > self.spec.stall_timeout:
+                self._lost(actor, f"no progress for {self.spec.stall_timeout:.0f} s", pending,
+                           attempts)
+
+    def _shutdown(self) -> None:
+        import ray
+
+        stops = []
+        for actor in self.actors:
+            if actor.ready:
+                with contextlib.suppress(Exception):
+                    stops.append(actor.handle.teardown.remote())
+        with contextlib.suppress(Exception):
+            ray.wait(stops, num_returns=len(stops), timeout=JOIN_SECONDS)
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor.handle, no_restart=True)
+        self.actors = []
+
