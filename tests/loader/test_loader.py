@@ -103,7 +103,7 @@ def test_killed_loader_changes_nothing(labeled: Path) -> None:
     slow = gristmill.Augment(size=(24, 24), scale=(0.3, 1.0), hook=slow_hook)
     with make(labeled, augment=slow) as loader:
         calm = flat(epoch(loader))
-    with make(labeled, augment=slow) as loader:
+    with make(labeled, augment=slow, start_method="spawn") as loader:
         it = iter(loader)
         got = [next(it), next(it)]
         os.kill(loader.pids[0], signal.SIGKILL)

@@ -83,7 +83,8 @@ class Loader:
     ``Augment``) makes a random resized crop + flip per sample. ``shuffle``/``seed``/``set_epoch``
     decide the order; ``rank``/``world_size`` (default: torch.distributed's) give this rank its
     equal, disjoint share (``uneven``: "pad" by wrapping or "drop"; see ``order.py``). ``workers``
-    processes fill ``prefetch`` slots (0: two per worker). ``output``: "torch" or "numpy".
+    processes fill ``prefetch`` slots (0: two per worker), started by ``start_method`` (default
+    "fork" on Linux, see ``pool.py``). ``output``: "torch" or "numpy".
     Every batch is a copy the caller owns; with ``pin_memory`` (and CUDA) into pinned memory.
 
     Example::
@@ -103,7 +104,8 @@ class Loader:
                  output: Literal["torch", "numpy"] = "torch", rank: int | None = None,
                  world_size: int | None = None, uneven: Uneven = "pad",
                  max_image_pixels: int = 178_956_970, max_restarts: int = 3,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0,
+                 start_method: Literal["fork", "spawn"] | None = None) -> None:
         pre = (preprocess or Preprocess()).over(IMAGENET).complete()
         if batch_size < 1 or workers < 1 or prefetch < 0:
             raise SpecError("batch_size and workers must be >= 1 and prefetch >= 0, got "
@@ -120,6 +122,7 @@ class Loader:
         self.drop_last, self.uneven, self.output = drop_last, uneven, output
         self.workers, self.slots = workers, prefetch or 2 * workers
         self.max_restarts, self.timeout = max_restarts, timeout
+        self.start_method = start_method
         self.pin_memory = pin_memory and self._cuda_available()
         if augment is not None and augment.size is not None:
             pre = dataclasses.replace(pre, resize=augment.size, crop=augment.size)
@@ -188,8 +191,9 @@ class Loader:
         if self._pool is None:
             shape = self.preprocess.item_shape()
             fill = TrainFill(self.preprocess, self.augment, self.max_image_pixels)
-            self._pool = LoaderPool(RingSpec.new(self.slots, self.batch_size, shape), fill,
-                                    self.workers)
+            ring = RingSpec.new(self.slots, self.batch_size, shape, dtype="uint8")
+            self._pool = LoaderPool(ring, fill,
+                                    self.workers, start_method=self.start_method)
             # the pool, not self, is what the finalizer holds: GC of the Loader frees it all
             self._finalizer = weakref.finalize(self, self._pool.close)
             self._pool.start()
@@ -292,13 +296,19 @@ class Loader:
         return Batch(images, labels, indices)
 
     def _copy(self, view: np.ndarray) -> Any:
+        """The batch as the caller's float32 copy: ``(pixel - mean) / std``, one pass each."""
+        pre = self.preprocess
+        shape = (1, 3, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, 3)
+        mean = np.asarray(pre.mean, np.float32).reshape(shape)
+        scale = (1.0 / np.asarray(pre.std, np.float32)).reshape(shape)
         if self.output == "numpy":
-            return view.copy()
+            out = np.subtract(view, mean, dtype=np.float32)
+            return np.multiply(out, scale, out=out)
         import torch
 
         out = torch.empty(view.shape, dtype=torch.float32, pin_memory=self.pin_memory)
-        out.copy_(torch.from_numpy(view))
-        return out
+        torch.sub(torch.from_numpy(view), torch.from_numpy(mean), out=out)
+        return out.mul_(torch.from_numpy(scale))
 
     def _cuda_available(self) -> bool:
         torch = sys.modules.get("torch")
