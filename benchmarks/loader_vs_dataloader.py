@@ -1,4 +1,4 @@
-"""gristmill.Loader against torch.utils.data.DataLoader: the same decode + augmentation on 1080p JPEGs.
+"""gristmill.Loader against torch.utils.data.DataLoader: same decode + augmentation, 1080p JPEGs.
 
 Both sides read JPEGs made from real photos (scikit-image / scikit-learn samples, scaled to
 1920x1080), make a random resized crop to 224x224 (torchvision's parameters, written out by hand:
@@ -101,7 +101,6 @@ def _gristmill_epoch(folder: Path) -> tuple[int, float, float]:
     import gristmill
 
     loader = gristmill.Loader(str(folder), batch_size=BATCH, workers=WORKERS, shuffle=True,
-                              prefetch=int(os.environ.get("GM_PREFETCH", "0")),
                               augment=gristmill.Augment(size=OUT))
     with loader:
         return _time(loader)
