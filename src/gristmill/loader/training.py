@@ -301,14 +301,22 @@ class Loader:
         shape = (1, 3, 1, 1) if pre.layout == "NCHW" else (1, 1, 1, 3)
         mean = np.asarray(pre.mean, np.float32).reshape(shape)
         scale = (1.0 / np.asarray(pre.std, np.float32)).reshape(shape)
+        if self.pin_memory:
+            import torch
+
+            tensor = torch.empty(view.shape, dtype=torch.float32, pin_memory=True)
+            out = tensor.numpy()
+        else:
+            # numpy's allocation, not torch.empty: measured, 19 MB batches from torch.empty
+            # grew the trainer's heap by ~200 MB over a few batches; numpy's stayed flat
+            out = np.empty(view.shape, np.float32)
+        np.subtract(view, mean, out=out, dtype=np.float32)  # casts in small buffered chunks
+        np.multiply(out, scale, out=out)
         if self.output == "numpy":
-            out = np.subtract(view, mean, dtype=np.float32)
-            return np.multiply(out, scale, out=out)
+            return out
         import torch
 
-        out = torch.empty(view.shape, dtype=torch.float32, pin_memory=self.pin_memory)
-        torch.sub(torch.from_numpy(view), torch.from_numpy(mean), out=out)
-        return out.mul_(torch.from_numpy(scale))
+        return tensor if self.pin_memory else torch.from_numpy(out)
 
     def _cuda_available(self) -> bool:
         torch = sys.modules.get("torch")
