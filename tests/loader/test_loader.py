@@ -97,6 +97,12 @@ def test_break_then_iterate_continues_where_it_stopped(labeled: Path) -> None:
                 break
         rest = epoch(loader)
         assert len(rest) == 5 and loader.state_dict()["position"] == 8
+        first, second = iter(loader), iter(loader)
+        next(first)
+        next(second)  # takes over, and continues after the batch `first` delivered
+        with pytest.raises(RuntimeError, match="one at a time"):
+            next(first)
+        assert len(list(second)) == 6
 
 
 def test_killed_loader_changes_nothing(labeled: Path) -> None:

@@ -58,6 +58,7 @@ class LoaderPool:
         self.tasks: Any = None
         self.free: Any = None
         self.ready: Any = None
+        self.incarnation = 0  # bumped by every start: slot ids from before a restart are void
 
     @property
     def pids(self) -> list[int]:
@@ -66,6 +67,7 @@ class LoaderPool:
     def start(self, held: Iterable[int] = ()) -> None:
         """New queues and processes; every slot not in ``held`` is free."""
         assert self.ring is not None, "pool is closed"
+        self.incarnation += 1
         self.tasks, self.free, self.ready = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
         held = set(held)
         for slot in range(self.ring.spec.slots):

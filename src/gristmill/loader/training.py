@@ -213,7 +213,10 @@ class Loader:
 
     # -- iteration -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        """This rank's batches of the current epoch, from the current position, in order."""
+        """This rank's batches of the current epoch, from the current position, in order.
+
+        One iteration at a time: a new ``iter(loader)`` abandons the previous one (whose next
+        step raises RuntimeError) and continues from the position it reached."""
         return self._epoch_batches()
 
     def _epoch_batches(self) -> Iterator[Batch]:
@@ -223,6 +226,7 @@ class Loader:
             self._position = 0  # iterating a finished epoch again repeats it, as a DataLoader
         self._generation += 1
         run = _Run(self._generation, task_seed(self.seed, self.epoch), mine, spans)
+        run.incarnation = pool.incarnation
         issued = self._position
         try:
             for b in range(self._position, len(spans)):
@@ -234,11 +238,14 @@ class Loader:
                 self._position = b + 1
                 yield batch
         finally:  # done or abandoned: buffered slots go back; late ones are freed as stale
-            if self._pool is pool and pool.free is not None:
+            if self._pool is pool and pool.free is not None \
+                    and pool.incarnation == run.incarnation:  # else a restart took them back
                 for f in run.buffered.values():
                     pool.free.put(f.slot)
 
     def _wait(self, pool: LoaderPool, run: _Run, b: int) -> Filled:
+        if run.generation != self._generation:
+            raise RuntimeError("a newer iter(loader) has taken over: iterate one at a time")
         deadline = time.monotonic() + self.timeout
         while b not in run.buffered:
             if pool.dead():
@@ -271,6 +278,7 @@ class Loader:
         log.warning("loader process %s died (exit %s); restarting loaders, remaking %d batches",
                     dead.pid, dead.exitcode, len(lost))
         pool.restart(held=[f.slot for f in run.buffered.values()])
+        run.incarnation = pool.incarnation
         for k in lost:
             pool.tasks.put(run.tasks[k])
 
@@ -338,6 +346,7 @@ class _Run:
         self.tasks: dict[int, BatchTask] = {}
         self.buffered: dict[int, Filled] = {}
         self.attempts: dict[int, int] = {}
+        self.incarnation = 0
 
     def issue(self, pool: LoaderPool, b: int, inputs: Any) -> None:
         start, stop = self.spans[b]
