@@ -88,7 +88,7 @@ def _torch_epoch(folder: Path) -> tuple[int, float, float]:
             img = img.crop((left, top, left + w, top + h)).resize(OUT, Image.Resampling.BILINEAR)
             if rng.random() < 0.5:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float()
+            x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()
             return (x.div_(255) - self.mean) / self.std, -1
 
     data = HandAugmented(sorted(folder.glob("*.jpg")))
