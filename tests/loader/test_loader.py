@@ -155,3 +155,28 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split()[2] != "Z"
+
+
+def test_ctrl_c_in_a_training_process_leaves_nothing(labeled: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time, gristmill\n"
+        f"loader = gristmill.Loader({str(labeled)!r}, batch_size=2, workers=2, output='numpy')\n"
+        "for batch in loader:\n"
+        "    print(*loader.pids, flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err and "leaked" not in err, err
+    time.sleep(0.5)
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"gristmill-{proc.pid}-")]
