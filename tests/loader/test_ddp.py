@@ -42,5 +42,4 @@ def test_two_ranks_see_every_sample_once_and_learn(labeled: Path, tmp_path: Path
     assert len({tuple(o) for o in orders}) == epochs  # a new order every epoch
     first = np.mean([run["losses"][0] for run in runs])
     last = np.mean([run["losses"][-1] for run in runs])
-    print("loss first epoch", first, "last", last)
     assert last < first * 0.8, (first, last)
