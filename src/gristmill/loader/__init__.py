@@ -1,5 +1,6 @@
 """Loading: loader processes decode images into pre-allocated shared-memory batch slots.
 
 ``ring`` holds the slots, ``process`` the loader process loop, ``messages`` what travels between
-them: slot ids and item indices, never pixels.
+them: slot ids and item indices, never pixels. For training: ``training`` (``gristmill.Loader``),
+``pool`` (its processes and shutdown), ``order`` (shuffle / DDP shards), ``augment``, ``labels``.
 """

@@ -11,12 +11,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BatchTask:
-    """Fill one slot with these inputs. ``key`` identifies the batch to its consumer."""
+    """Fill one slot with these inputs. ``key`` identifies the batch to its consumer.
+
+    ``indices`` are the inputs' dataset indices (training: augmentation randomness is drawn from
+    ``(seed, indices[i])``, so a batch made twice is identical); empty for inference.
+    """
 
     key: tuple[int, int]
     paths: tuple[bytes, ...]
     labels: tuple[int, ...] = ()
     seed: int = 0
+    indices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
