@@ -63,6 +63,8 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
                 parent: int) -> None:
     """Body of a worker process: set up once, then run shards until ``Stop``."""
     die_with_parent()
+    if os.getppid() != parent:
+        return  # the driver died while this process was starting: PDEATHSIG came too late
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
     try:
         start = time.perf_counter()
