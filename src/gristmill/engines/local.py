@@ -66,11 +66,13 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
     if os.getppid() != parent:
         return  # the driver died while this process was starting: PDEATHSIG came too late
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
+    ready = False  # a failure before WorkerReady (model, ring, loaders) fails the whole job
     try:
         start = time.perf_counter()
         runner.setup()
         conn.send(WorkerReady(plan.index, os.getpid(), plan.device, plan.threads, plan.loaders,
                               time.perf_counter() - start))
+        ready = True
         while os.getppid() == parent:
             while conn.poll():
                 message = conn.recv()
@@ -85,7 +87,7 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
     except Exception as exc:
         log.debug("worker %d failed", plan.index, exc_info=True)
         with contextlib.suppress(OSError):
-            conn.send(WorkerCrashed(plan.index, "setup" if runner.model is None else "run",
+            conn.send(WorkerCrashed(plan.index, "run" if ready else "setup",
                                     describe_exception(exc)))
     finally:
         runner.teardown()
@@ -169,7 +171,7 @@ class LocalEngine:
         elif isinstance(message, WorkerReady):
             worker.ready = True
         elif isinstance(message, WorkerCrashed) and message.where == "setup":
-            raise JobFailed(f"worker {message.worker} could not load the model: {message.error}")
+            raise JobFailed(f"worker {message.worker} could not start: {message.error}")
         self.on_event(message)
 
     def _retry(self, task: ShardTask, reason: str, pending: collections.deque[ShardTask],
