@@ -6,8 +6,18 @@ import os
 import signal
 from pathlib import Path
 
+import h5py
 import pytest
-from helpers import TINY, descendants, make_images, run, shm_segments, start, wait_for
+from helpers import (
+    TINY,
+    descendants,
+    make_images,
+    run,
+    shm_segments,
+    start,
+    wait_for,
+    workers_and_loaders,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -54,3 +64,23 @@ def _live(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_stalled_worker_is_replaced(images, tmp_path):
+    """A worker that stops making progress (here: SIGSTOP) is killed after --stall-timeout and
+    its shards run elsewhere; every input still appears exactly once."""
+    out = tmp_path / "out"
+    job = start(str(images), "-o", str(out), *JOB, "--stall-timeout", "3")
+    try:
+        assert wait_for(lambda: list((out / "shards").glob("*.json")), timeout=90)
+        workers, _ = workers_and_loaders(job.pid)
+        os.kill(workers[0], signal.SIGSTOP)
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.kill(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, stderr
+    assert "made no progress for 3 s" in stderr
+    with h5py.File(out / "features.h5", "r") as f:
+        names = f["names"][()]
+    assert len(names) == len(set(names)) == 400

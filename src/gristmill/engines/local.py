@@ -12,7 +12,8 @@ its own pipe, never a queue shared with the others). The driver keeps at most ``
 flight per worker, so a slow worker never holds work that an idle one could take.
 
 Supervision: the driver wakes at least every ``POLL`` seconds. A worker that exits (any signal, OOM,
-segfault) or sends nothing for ``stall_timeout`` seconds while holding shards is killed, its ring is
+segfault) or, once ready, sends nothing for ``stall_timeout`` seconds while holding shards (a hung
+decoder, a stopped process, a deadlocked device) is killed, its ring is
 unlinked, its shards go back to the front of the queue (the one it was computing is charged an
 attempt) and a fresh worker takes its place. A shard that fails ``max_attempts`` times is given up
 and reported; everything else still runs.
@@ -190,7 +191,9 @@ class LocalEngine:
                    attempts: collections.Counter[int]) -> None:
         now = time.monotonic()
         for i, worker in enumerate(self.workers):
-            stalled = worker.inflight and now - worker.last_seen > self.spec.stall_timeout
+            # counted from WorkerReady on: loading a model may take longer than a batch should
+            stalled = (worker.ready and worker.inflight
+                       and now - worker.last_seen > self.spec.stall_timeout)
             if worker.process.exitcode is None and not stalled:
                 continue
             if stalled:
