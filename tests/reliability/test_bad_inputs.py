@@ -3,7 +3,6 @@ and the job itself succeeds."""
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import struct
@@ -13,20 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import TINY, run
+from faultkit import TINY, drop_file_override, run
 from PIL import Image
-
-PR_CAPBSET_DROP = 24
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-
-
-def drop_file_override() -> None:
-    """preexec_fn: root without the power to ignore file permissions (python lives under /root,
-    so setuid(nobody) could not even start the interpreter)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def jpeg(image: Image.Image, **kw) -> bytes:

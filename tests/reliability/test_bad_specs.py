@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import TINY, run
+from faultkit import TINY, run
 from PIL import Image
 
 

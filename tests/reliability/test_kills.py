@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import TINY, make_images, run, shm_segments, start, wait_for, workers_and_loaders
+from faultkit import TINY, make_images, run, shm_segments, start, wait_for, workers_and_loaders
 
 pytestmark = pytest.mark.slow
 

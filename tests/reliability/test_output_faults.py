@@ -8,8 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from helpers import TINY, make_images, run
-from test_bad_inputs import drop_file_override
+from faultkit import TINY, drop_file_override, make_images, run
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from helpers import (
+from faultkit import (
     TINY,
     descendants,
     make_images,
@@ -21,14 +21,15 @@ from helpers import (
 
 pytestmark = pytest.mark.slow
 
-JOB = ["--shard-size", "40", "--batch-size", "8", "--workers", "2", "--loaders", "1",
+N = 240
+JOB = ["--shard-size", "40", "--batch-size", "8", "--workers", "1", "--loaders", "1",
        *TINY, "--model", "tinynet:slow"]
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stop-images")
-    make_images(root, 400)
+    make_images(root, N)
     return root
 
 
@@ -83,4 +84,4 @@ def test_stalled_worker_is_replaced(images, tmp_path):
     assert "made no progress for 3 s" in stderr
     with h5py.File(out / "features.h5", "r") as f:
         names = f["names"][()]
-    assert len(names) == len(set(names)) == 400
+    assert len(names) == len(set(names)) == N
