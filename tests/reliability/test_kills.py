@@ -16,7 +16,7 @@ from faultkit import TINY, make_images, run, shm_segments, start, wait_for, work
 pytestmark = pytest.mark.slow
 
 # tinynet:slow (50 ms a batch) keeps the job alive through five kills and their restarts
-JOB = ["--shard-size", "100", "--batch-size", "16", "--workers", "2", "--loaders", "1",
+JOB = ["--shard-size", "100", "--batch-size", "8", "--workers", "2", "--loaders", "1",
        "--max-attempts", "10", *TINY, "--model", "tinynet:slow"]
 
 
