@@ -64,7 +64,12 @@ def execute(spec: JobSpec) -> Report:
     finally:
         restore()
         tracker.close()
-    refresh_view(spec, job.shards)
+    try:
+        refresh_view(spec, job.shards)
+    except OSError as exc:  # a full or read-only disk: committed shards stay, a rerun rebuilds it
+        raise JobFailed(f"cannot write {os.path.join(spec.out, ledger.VIEW_FILE)}: "
+                        f"{exc.strerror or exc}; committed shards are kept, rerun to resume",
+                        report) from None
     if report.shards_failed:
         raise JobFailed(f"{len(report.shards_failed)} shard(s) failed; rerun the same command to "
                         f"retry them (first: {next(iter(report.shards_failed.values()))})", report)

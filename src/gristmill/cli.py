@@ -44,6 +44,17 @@ def _size(text: str) -> int | tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    """An int >= 1: on the command line 0 is an error, not "choose for me" as in the API."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _hw(text: str) -> tuple[int, int]:
     size = _size(text)
     return size if isinstance(size, tuple) else (size, size)
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
     run.add_argument("--outputs", default="",
                      help="comma-separated outputs to store (default: the model's own outputs)")
-    run.add_argument("--batch-size", type=int, default=0, help="default: 32 on CPU, 128 on GPU")
+    run.add_argument("--batch-size", type=_positive, help="default: 32 on CPU, 128 on GPU")
     run.add_argument("--shard-size", type=int, default=1024, help="inputs per output shard")
     run.add_argument("--workers", type=int, default=0, help="default: one per GPU, or 1 on CPU")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:0,1")
@@ -112,7 +123,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         outputs=tuple(o.strip() for o in args.outputs.split(",") if o.strip()),
         preprocess=Preprocess(resize=args.resize, crop=args.crop, mean=args.mean, std=std,
                               channel_order=args.channel_order, layout=args.layout),
-        batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
+        batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
         overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,

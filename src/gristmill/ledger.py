@@ -138,6 +138,7 @@ def check_out(out: str, identity: dict[str, Any], overwrite: bool) -> bool:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"output folder {out} is not writable")
     job_file = os.path.join(out, JOB_FILE)
+    identity = json.loads(json.dumps(identity))  # tuples read back as lists: compare like that
     if os.path.exists(job_file):
         try:
             with open(job_file) as f:
@@ -178,9 +179,13 @@ def clear_out(out: str) -> None:
 
 
 def remove_stale_temps(out: str) -> None:
-    """Temporary files left by a killed run: never part of any committed shard."""
+    """Temporary files left by a killed run: never part of any committed shard or the view."""
     folder = os.path.join(out, SHARDS_DIR)
     for name in os.listdir(folder):
         if name.endswith(".tmp"):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
+    for name in os.listdir(out):  # only our own names: OUT may hold the user's files too
+        if name.endswith(".tmp") and name.startswith((VIEW_FILE, INPUTS_FILE, JOB_FILE)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(out, name))

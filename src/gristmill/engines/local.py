@@ -12,7 +12,8 @@ its own pipe, never a queue shared with the others). The driver keeps at most ``
 flight per worker, so a slow worker never holds work that an idle one could take.
 
 Supervision: the driver wakes at least every ``POLL`` seconds. A worker that exits (any signal, OOM,
-segfault) or sends nothing for ``stall_timeout`` seconds while holding shards is killed, its ring is
+segfault) or, once ready, sends nothing for ``stall_timeout`` seconds while holding shards (a hung
+decoder, a stopped process, a deadlocked device) is killed, its ring is
 unlinked, its shards go back to the front of the queue (the one it was computing is charged an
 attempt) and a fresh worker takes its place. A shard that fails ``max_attempts`` times is given up
 and reported; everything else still runs.
@@ -63,12 +64,16 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
                 parent: int) -> None:
     """Body of a worker process: set up once, then run shards until ``Stop``."""
     die_with_parent()
+    if os.getppid() != parent:
+        return  # the driver died while this process was starting: PDEATHSIG came too late
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
+    ready = False  # a failure before WorkerReady (model, ring, loaders) fails the whole job
     try:
         start = time.perf_counter()
         runner.setup()
         conn.send(WorkerReady(plan.index, os.getpid(), plan.device, plan.threads, plan.loaders,
                               time.perf_counter() - start))
+        ready = True
         while os.getppid() == parent:
             while conn.poll():
                 message = conn.recv()
@@ -83,7 +88,7 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
     except Exception as exc:
         log.debug("worker %d failed", plan.index, exc_info=True)
         with contextlib.suppress(OSError):
-            conn.send(WorkerCrashed(plan.index, "setup" if runner.model is None else "run",
+            conn.send(WorkerCrashed(plan.index, "run" if ready else "setup",
                                     describe_exception(exc)))
     finally:
         runner.teardown()
@@ -167,7 +172,7 @@ class LocalEngine:
         elif isinstance(message, WorkerReady):
             worker.ready = True
         elif isinstance(message, WorkerCrashed) and message.where == "setup":
-            raise JobFailed(f"worker {message.worker} could not load the model: {message.error}")
+            raise JobFailed(f"worker {message.worker} could not start: {message.error}")
         self.on_event(message)
 
     def _retry(self, task: ShardTask, reason: str, pending: collections.deque[ShardTask],
@@ -186,7 +191,9 @@ class LocalEngine:
                    attempts: collections.Counter[int]) -> None:
         now = time.monotonic()
         for i, worker in enumerate(self.workers):
-            stalled = worker.inflight and now - worker.last_seen > self.spec.stall_timeout
+            # counted from WorkerReady on: loading a model may take longer than a batch should
+            stalled = (worker.ready and worker.inflight
+                       and now - worker.last_seen > self.spec.stall_timeout)
             if worker.process.exitcode is None and not stalled:
                 continue
             if stalled:

@@ -63,7 +63,12 @@ def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free
     from ..transforms import ItemError
 
     die_with_parent()
-    ring = SlotRing(ring_spec, create=False)
+    try:
+        if os.getppid() != parent:
+            return  # the parent died while this process was starting: PDEATHSIG came too late
+        ring = SlotRing(ring_spec, create=False)
+    except FileNotFoundError:
+        return  # the owner died and its ring was unlinked: there is nothing left to fill
     try:
         while True:
             task: BatchTask | None = get_alive(tasks, parent)

@@ -12,6 +12,7 @@ code unless the user passes ``trusted_pickle``.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +61,13 @@ def build_module(spec: ModelSpec) -> nn.Module:
         elif kind == "torchscript":
             module = torch.jit.load(spec.ref, map_location="cpu")
         else:
-            module = torch.export.load(spec.ref).module()
+            # torch logs a traceback before raising on a corrupt .pt2: our one line says it all
+            quiet = logging.getLogger("torch.export")
+            level, quiet.level = quiet.level, logging.CRITICAL
+            try:
+                module = torch.export.load(spec.ref).module()
+            finally:
+                quiet.setLevel(level)
     except SpecError:
         raise
     except Exception as exc:

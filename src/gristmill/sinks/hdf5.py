@@ -13,8 +13,10 @@ temporary name and renamed, so a reader never sees a half-written view.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +29,28 @@ ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 
 def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
                 errors: Sequence[tuple[str, str, str]]) -> None:
-    """Write one shard file (no commit: see ``ledger.commit_shard``)."""
-    with h5py.File(path, "w", libver="latest") as f:
+    """Write one shard file (no commit: see ``ledger.commit_shard``); OSError if the disk fails."""
+    with _in_memory(path) as f:
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         for key, value in outputs.items():
             f.create_dataset(key, data=value)
         f.create_dataset("errors", data=np.array(list(errors), dtype=ERROR_DTYPE),
                          dtype=ERROR_DTYPE, maxshape=(None,))
+
+
+@contextlib.contextmanager
+def _in_memory(path: str) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory, then written to ``path`` with one plain write.
+
+    Why: when HDF5 itself meets a full disk it reports through its error stack and can crash the
+    process while closing the file (seen: SIGSEGV in ``ObjectID.__dealloc__``); a plain write
+    raises a clean ``OSError`` (ENOSPC, EFBIG, EROFS) that the caller turns into one line.
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver="latest") as f:
+        yield f
+    with open(path, "wb") as out:
+        out.write(buffer.getbuffer())
 
 
 def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
@@ -52,15 +69,20 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
                 if key in f:
                     layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
     all_names = np.concatenate(names) if names else np.array([], dtype=object)
-    with h5py.File(tmp, "w", libver="latest") as f:
-        f.create_dataset("names", data=all_names, dtype=STR)
-        merged = np.concatenate(errors) if errors else np.array([], dtype=ERROR_DTYPE)
-        f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
-        for key, parts in layouts.items():
-            _virtual(f, key, parts)
-        for k, v in attrs.items():
-            f.attrs[k] = v
-    os.replace(tmp, final)
+    try:
+        with _in_memory(tmp) as f:
+            f.create_dataset("names", data=all_names, dtype=STR)
+            merged = np.concatenate(errors) if errors else np.array([], dtype=ERROR_DTYPE)
+            f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
+            for key, parts in layouts.items():
+                _virtual(f, key, parts)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        os.replace(tmp, final)
+    except BaseException:  # a full disk or a stop: no half-written view left beside the old one
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return final
 
 

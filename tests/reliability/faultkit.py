@@ -1,0 +1,145 @@
+"""Shared tools for fault-injection tests: tiny images, the CLI as a subprocess, process and
+shared-memory inspection through /proc and /dev/shm (no psutil)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+TINY = ["--model", "tinynet:make", "--resize", "32x32", "--device", "cpu", "--no-progress"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), str(HERE.parent)])  # tinynet, photos
+    e.pop("PYTHONWARNINGS", None)
+    return e
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gristmill", "run", *args]
+
+
+def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run ``gristmill run ARGS`` to completion; stdout/stderr captured as text."""
+    return subprocess.run(cli(*args), env=env(), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def start(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def make_images(root: Path, n: int, *, size: int = 64, per_folder: int = 200) -> list[str]:
+    """``n`` distinct small JPEGs (crops of real photos) in folders of ``per_folder``."""
+    from photos import sample_photos
+
+    photos = list(sample_photos().values())
+    names = []
+    for i in range(n):
+        image = photos[i % len(photos)]
+        h, w = image.shape[:2]
+        k = i // len(photos)
+        y, x = (k * 7) % (h - size), (k * 13) % (w - size)
+        folder = root / f"f{i // per_folder:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"img{i:05d}.jpg"
+        Image.fromarray(np.ascontiguousarray(image[y:y + size, x:x + size])).save(path,
+                                                                                    quality=85)
+        names.append(os.path.relpath(path, root))
+    return sorted(names)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc/*/stat parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _spawned(pid: int) -> bool:
+    return b"spawn_main" in _cmdline(pid)
+
+
+def workers_and_loaders(driver: int) -> tuple[list[int], list[int]]:
+    """The driver's worker processes (spawned children) and their loaders (spawned grandchildren);
+    the resource tracker (not spawn_main) is neither."""
+    workers = [p for p in children(driver) if _spawned(p)]
+    loaders = [q for p in workers for q in children(p) if _spawned(q)]
+    return workers, loaders
+
+
+def children(pid: int) -> list[int]:
+    return [p for p in descendants(pid) if _ppid(p) == pid]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return -1
+    return int(stat[stat.rfind(")") + 2:].split()[1])
+
+
+def shm_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("gristmill-")}
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def drop_file_override() -> None:
+    """preexec_fn: root without the power to ignore file permissions (python lives under /root,
+    so setuid(nobody) could not even start the interpreter). Not root: nothing to drop."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")

@@ -1,0 +1,67 @@
+"""Exactly-once output at the ledger level: a shard computed twice is committed once, a killed
+commit leaves nothing a reader can see, and a rerun sweeps the temporary files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from gristmill import ledger
+from gristmill.plan import Shard
+
+
+def _out(tmp_path) -> str:
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, ledger.SHARDS_DIR))
+    return out
+
+
+def test_second_commit_of_a_shard_is_discarded(tmp_path):
+    out, shard = _out(tmp_path), Shard(3, 30, 40)
+
+    def write(content: bytes):
+        def to(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(content)
+        return to
+
+    assert ledger.commit_shard(out, shard, write(b"first"), {"n": 1})
+    assert not ledger.commit_shard(out, shard, write(b"second"), {"n": 2})
+    with open(ledger.shard_path(out, shard), "rb") as f:
+        assert f.read() == b"first"
+    with open(ledger.marker_path(out, shard)) as f:
+        assert json.load(f) == {"n": 1}
+    assert sorted(os.listdir(os.path.join(out, ledger.SHARDS_DIR))) == [
+        "shard-000003.h5", "shard-000003.json"]
+
+
+def test_a_shard_without_marker_is_not_committed(tmp_path):
+    """A worker killed between rename and marker: the file is there, the shard is not."""
+    out, shard = _out(tmp_path), Shard(0, 0, 10)
+    open(ledger.shard_path(out, shard), "wb").close()
+    assert ledger.committed(out, [shard], lambda s: "d", "spec") == {}
+
+
+def test_failed_write_leaves_no_file_and_no_marker(tmp_path):
+    out, shard = _out(tmp_path), Shard(1, 10, 20)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        ledger.commit_shard(out, shard, write, {})
+    assert os.listdir(os.path.join(out, ledger.SHARDS_DIR)) == []
+
+
+def test_stale_temporary_files_are_swept(tmp_path):
+    out = _out(tmp_path)
+    for name in ("shards/shard-000001.h5.123.tmp", "features.h5.77.tmp", "inputs.npz.tmp"):
+        open(os.path.join(out, name), "wb").close()
+    open(os.path.join(out, "notes.tmp"), "wb").close()  # not ours: kept
+    ledger.remove_stale_temps(out)
+    assert sorted(os.listdir(out)) == ["notes.tmp", "shards"]
+    assert os.listdir(os.path.join(out, "shards")) == []
