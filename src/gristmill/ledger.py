@@ -138,7 +138,6 @@ def check_out(out: str, identity: dict[str, Any], overwrite: bool) -> bool:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"output folder {out} is not writable")
     job_file = os.path.join(out, JOB_FILE)
-    identity = json.loads(json.dumps(identity))  # tuples read back as lists: compare like that
     if os.path.exists(job_file):
         try:
             with open(job_file) as f:
