@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ def execute(spec: JobSpec) -> Report:
     try:
         engine = _engine(spec, job, tracker)
         report.shards_failed = engine.run(job.pending)
+    except JobFailed:
+        with contextlib.suppress(OSError):  # what was committed stays readable
+            refresh_view(spec, job.shards)
+        raise
     finally:
         restore()
         tracker.close()

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +45,11 @@ def marker_path(out: str, shard: Shard) -> str:
     return os.path.join(out, SHARDS_DIR, shard.name + ".json")
 
 
+def temp_name(path: str) -> str:
+    """A temporary name beside ``path``, unique across the hosts of a cluster sharing OUT."""
+    return f"{path}.{socket.gethostname()}-{os.getpid()}.tmp"
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -54,7 +60,7 @@ def fsync_dir(path: str) -> None:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -74,7 +80,7 @@ def commit_shard(out: str, shard: Shard, write: Callable[[str], None],
     final, mark = shard_path(out, shard), marker_path(out, shard)
     if os.path.exists(mark):
         return False
-    tmp = f"{final}.{os.getpid()}.tmp"
+    tmp = temp_name(final)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
