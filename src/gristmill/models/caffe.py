@@ -31,7 +31,6 @@ def describe(spec: ModelSpec) -> ModelInfo:
     from ..caffe.proto import in_phase, net_inputs, read_prototxt
 
     net = read_prototxt(spec.ref)
-    _check_weights_path(spec)
     inputs = net_inputs(net)
     if len(inputs) != 1 or len(inputs[0][1]) != 4 or inputs[0][1][1] != 3:
         raise SpecError(f"model {spec.ref}: gristmill feeds one 3-channel image input, the net "
@@ -48,6 +47,7 @@ def describe(spec: ModelSpec) -> ModelInfo:
         reads.update((b, version.get(b, -1)) for b in lp.bottom)
         for top in lp.top:
             version[top] = version.get(top, -1) + 1
+    _check_weights_path(spec)  # after the net itself: its own faults are named first
     defaults = tuple(n for n, v in version.items() if (n, v) not in reads and n != inputs[0][0])
     return ModelInfo(outputs=tuple(version), default_outputs=defaults,
                      preset=preset(inputs[0][1], spec.mean_file))
