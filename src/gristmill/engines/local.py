@@ -26,7 +26,6 @@ files are removed by the next run; committed shards are untouched).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import multiprocessing as mp
@@ -52,6 +51,7 @@ from .messages import (
     WorkerReady,
 )
 from .runner import ShardRunner, WorkerPlan, describe_exception
+from .shards import ShardQueue
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class LocalEngine:
         self.on_event = on_event
         self.ctx = mp.get_context("spawn")
         self.workers: list[_Worker] = []
-        self.failed: dict[int, str] = {}
+        self.queue = ShardQueue((), spec.max_attempts, on_event)
         self.deaths = 0
 
     def _start(self, plan: WorkerPlan) -> _Worker:
@@ -129,66 +129,51 @@ class LocalEngine:
 
     def run(self, shards: list[Any]) -> dict[int, str]:
         """Run ``shards``; return the ones given up, with their reasons."""
-        pending = collections.deque(ShardTask(s) for s in shards)
-        attempts: dict[int, int] = collections.Counter()
+        self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
         self.workers = [self._start(p) for p in self.plans]
         try:
-            while pending or any(w.inflight for w in self.workers):
-                self._assign(pending)
+            while self.queue or any(w.inflight for w in self.workers):
+                self._assign()
                 conns = [w.conn for w in self.workers]
                 for conn in wait(conns, timeout=POLL):
                     worker = next(w for w in self.workers if w.conn is conn)
-                    self._drain(worker, pending, attempts)
-                self._supervise(pending, attempts)
+                    self._drain(worker)
+                self._supervise()
         finally:
             self._shutdown()
-        return self.failed
+        return self.queue.failed
 
-    def _assign(self, pending: collections.deque[ShardTask]) -> None:
+    def _assign(self) -> None:
         for worker in self.workers:
-            while pending and len(worker.inflight) < PREFETCH:
-                task = pending.popleft()
+            while self.queue and len(worker.inflight) < PREFETCH:
+                task = self.queue.pop()
                 worker.conn.send(task)
                 worker.inflight.append(task)
                 worker.last_seen = time.monotonic()
 
-    def _drain(self, worker: _Worker, pending: collections.deque[ShardTask],
-               attempts: collections.Counter[int]) -> None:
+    def _drain(self, worker: _Worker) -> None:
         try:
             while worker.conn.poll():
-                self._handle(worker, worker.conn.recv(), pending, attempts)
+                self._handle(worker, worker.conn.recv())
         except (EOFError, OSError):
             pass  # the process is gone; _supervise replaces it
 
-    def _handle(self, worker: _Worker, message: Any, pending: collections.deque[ShardTask],
-                attempts: collections.Counter[int]) -> None:
+    def _handle(self, worker: _Worker, message: Any) -> None:
         worker.last_seen = time.monotonic()
         if isinstance(message, Receipt | ShardFailed):
             task = next((t for t in worker.inflight if t.shard.id == message.shard), None)
             if task is not None:
                 worker.inflight.remove(task)
             if isinstance(message, ShardFailed) and task is not None:
-                self._retry(task, message.reason, pending, attempts)
+                self.queue.retry(task, message.reason)
         elif isinstance(message, WorkerReady):
             worker.ready = True
         elif isinstance(message, WorkerCrashed) and message.where == "setup":
             raise JobFailed(f"worker {message.worker} could not start: {message.error}")
         self.on_event(message)
 
-    def _retry(self, task: ShardTask, reason: str, pending: collections.deque[ShardTask],
-               attempts: collections.Counter[int]) -> None:
-        attempts[task.shard.id] += 1
-        if attempts[task.shard.id] >= self.spec.max_attempts:
-            self.failed[task.shard.id] = reason
-            log.error("%s failed %d times, giving up: %s", task.shard.name,
-                      attempts[task.shard.id], reason)
-            self.on_event(ShardFailed(task.shard.id, reason))
-        else:
-            log.warning("%s failed (%s); retrying", task.shard.name, reason)
-            pending.appendleft(ShardTask(task.shard, task.attempt + 1))
 
-    def _supervise(self, pending: collections.deque[ShardTask],
-                   attempts: collections.Counter[int]) -> None:
+    def _supervise(self) -> None:
         now = time.monotonic()
         for i, worker in enumerate(self.workers):
             # counted from WorkerReady on: loading a model may take longer than a batch should
@@ -201,7 +186,7 @@ class LocalEngine:
                             worker.plan.index, self.spec.stall_timeout)
                 worker.process.kill()
             worker.process.join(timeout=5)
-            self._drain(worker, pending, attempts)
+            self._drain(worker)
             code = worker.process.exitcode
             log.warning("worker %d (pid %s) died with exit code %s; replacing it",
                         worker.plan.index, worker.process.pid, code)
@@ -210,11 +195,7 @@ class LocalEngine:
                 raise JobFailed(f"workers died {self.deaths} times (last exit code {code})")
             unlink(worker.plan.ring_name)
             worker.conn.close()
-            for j, task in enumerate(reversed(worker.inflight)):
-                if j == len(worker.inflight) - 1:  # the shard it was computing
-                    self._retry(task, f"worker died (exit code {code})", pending, attempts)
-                else:
-                    pending.appendleft(task)
+            self.queue.give_back(worker.inflight, f"worker died (exit code {code})")
             self.workers[i] = self._start(worker.plan)
 
     def _shutdown(self) -> None:

@@ -35,7 +35,6 @@ pending; finally stop the local Ray if this job started one.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import time
@@ -48,6 +47,7 @@ from ..spec import JobSpec
 from . import ray_worker
 from .messages import Receipt, ShardFailed, ShardTask
 from .runner import WorkerPlan
+from .shards import ShardQueue
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class RayEngine:
                  on_event: Callable[[Any], None]) -> None:
         self.spec, self.inputs_path, self.on_event = spec, inputs_path, on_event
         self.actors: list[_Actor] = []
-        self.failed: dict[int, str] = {}
+        self.queue = ShardQueue((), spec.max_attempts, on_event)
         self.deaths = 0
         self.next_index = 0
         self.last_ready = time.monotonic()
@@ -92,24 +92,23 @@ class RayEngine:
         ray_worker.connect(self.spec.ray_address)
         self.shape = ray_worker.plan_actors(self.spec, ray_worker.alive_nodes())
         self.actor_class = ray.remote(ray_worker.RunnerActor)
-        pending = collections.deque(ShardTask(s) for s in shards)
-        attempts: collections.Counter[int] = collections.Counter()
+        self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
         try:
             self.actors = [self._start() for _ in range(self.shape.count)]
             self.last_ready = time.monotonic()
-            while pending or any(a.inflight for a in self.actors):
-                self._assign(pending)
+            while self.queue or any(a.inflight for a in self.actors):
+                self._assign()
                 calls = {a.call: a for a in self.actors}
                 done, _ = ray.wait(list(calls), num_returns=1, timeout=POLL)
                 if done:  # collect every call that is ready, not only the first
                     done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
                 for ref in done:
-                    self._collect(calls[ref], ref, pending, attempts)
-                self._supervise(pending, attempts)
+                    self._collect(calls[ref], ref)
+                self._supervise()
         finally:
             self._shutdown()
             ray_worker.disconnect()
-        return self.failed
+        return self.queue.failed
 
     # -- actors --------------------------------------------------------------------------------
     def _start(self) -> _Actor:
@@ -122,29 +121,28 @@ class RayEngine:
         ).remote(self.spec, self.inputs_path, plan)
         return _Actor(plan, handle, handle.setup.remote())
 
-    def _assign(self, pending: collections.deque[ShardTask]) -> None:
+    def _assign(self) -> None:
         for actor in self.actors:
-            while actor.ready and pending and len(actor.inflight) < PREFETCH:
-                task = pending.popleft()
+            while actor.ready and self.queue and len(actor.inflight) < PREFETCH:
+                task = self.queue.pop()
                 actor.handle.submit.remote(task)  # errors surface through its poll
                 actor.inflight.append(task)
                 actor.last_seen = time.monotonic()
 
-    def _collect(self, actor: _Actor, ref: Any, pending: collections.deque[ShardTask],
-                 attempts: collections.Counter[int]) -> None:
+    def _collect(self, actor: _Actor, ref: Any) -> None:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
         try:
             value = ray.get(ref)
         except RayActorError as exc:
-            self._lost(actor, f"Ray worker lost ({type(exc).__name__})", pending, attempts)
+            self._lost(actor, f"Ray worker lost ({type(exc).__name__})")
             return
         except RayTaskError as exc:
             if not actor.ready:  # the model could not load: every replacement would fail too
                 raise JobFailed(f"worker {actor.plan.index} could not load the model: "
                                 f"{exc.cause!r}") from None
-            self._lost(actor, f"worker failed: {exc.cause!r}", pending, attempts)
+            self._lost(actor, f"worker failed: {exc.cause!r}")
             return
         if value:  # an empty poll proves only that the process lives, not that it progresses
             actor.last_seen = time.monotonic()
@@ -153,33 +151,20 @@ class RayEngine:
             self.on_event(value)
         else:
             for message in value:
-                self._handle(actor, message, pending, attempts)
+                self._handle(actor, message)
         actor.call = actor.handle.poll.remote(POLL_CALL)
 
-    def _handle(self, actor: _Actor, message: Any, pending: collections.deque[ShardTask],
-                attempts: collections.Counter[int]) -> None:
+    def _handle(self, actor: _Actor, message: Any) -> None:
         if isinstance(message, Receipt | ShardFailed):
             task = next((t for t in actor.inflight if t.shard.id == message.shard), None)
             if task is not None:
                 actor.inflight.remove(task)
                 if isinstance(message, ShardFailed):
-                    self._retry(task, message.reason, pending, attempts)
+                    self.queue.retry(task, message.reason)
         self.on_event(message)
 
-    def _retry(self, task: ShardTask, reason: str, pending: collections.deque[ShardTask],
-               attempts: collections.Counter[int]) -> None:
-        attempts[task.shard.id] += 1
-        if attempts[task.shard.id] >= self.spec.max_attempts:
-            self.failed[task.shard.id] = reason
-            log.error("%s failed %d times, giving up: %s", task.shard.name,
-                      attempts[task.shard.id], reason)
-            self.on_event(ShardFailed(task.shard.id, reason))
-        else:
-            log.warning("%s failed (%s); retrying", task.shard.name, reason)
-            pending.appendleft(ShardTask(task.shard, task.attempt + 1))
 
-    def _lost(self, actor: _Actor, reason: str, pending: collections.deque[ShardTask],
-              attempts: collections.Counter[int]) -> None:
+    def _lost(self, actor: _Actor, reason: str) -> None:
         """Kill ``actor``, requeue its shards, and start a replacement in its place."""
         import ray
 
@@ -188,19 +173,13 @@ class RayEngine:
         self.deaths += 1
         with contextlib.suppress(Exception):
             ray.kill(actor.handle, no_restart=True)
-        # Requeue in order; the oldest shard is the one it was computing: charge it an attempt.
-        for j, task in enumerate(reversed(actor.inflight)):
-            if j == len(actor.inflight) - 1:
-                self._retry(task, reason, pending, attempts)
-            else:
-                pending.appendleft(task)
+        self.queue.give_back(actor.inflight, reason)
         actor.inflight.clear()
         if self.deaths > 10 * self.shape.count + self.spec.max_attempts:
             raise JobFailed(f"Ray workers died {self.deaths} times (last: {reason})")
         self.actors[self.actors.index(actor)] = self._start()
 
-    def _supervise(self, pending: collections.deque[ShardTask],
-                   attempts: collections.Counter[int]) -> None:
+    def _supervise(self) -> None:
         now = time.monotonic()
         if any(a.ready for a in self.actors):
             self.last_ready = now
@@ -209,8 +188,7 @@ class RayEngine:
                             "or no resources to place one); rerun to resume")
         for actor in list(self.actors):
             if actor.inflight and now - actor.last_seen > self.spec.stall_timeout:
-                self._lost(actor, f"no progress for {self.spec.stall_timeout:.0f} s", pending,
-                           attempts)
+                self._lost(actor, f"no progress for {self.spec.stall_timeout:.0f} s")
 
     def _shutdown(self) -> None:
         import ray
