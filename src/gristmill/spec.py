@@ -19,6 +19,7 @@ from .errors import SpecError
 ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
+Precision = Literal["fp32", "fp16", "bf16"]
 
 SPEC_VERSION = 1
 
@@ -132,6 +133,7 @@ class JobSpec:
     engine: EngineName = "local"
     ray_address: str | None = None
     progress: bool = True
+    precision: Precision = "fp32"
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -151,12 +153,16 @@ class JobSpec:
             raise SpecError(f"--stall-timeout must be > 0, got {self.stall_timeout}")
         if self.engine not in ("local", "ray"):
             raise SpecError(f"--engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files."""
-        return {
+        # precision changes the numbers; fp32 is left out so existing jobs keep their identity
+        extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        return extra | {
             "version": SPEC_VERSION,
             "model": dataclasses.asdict(self.model) | {"trusted_pickle": None},
             "outputs": list(self.outputs),
