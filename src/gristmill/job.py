@@ -132,6 +132,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     spec, devices = resolve(spec)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    identity = json.loads(json.dumps(identity))  # tuples as lists, as job.json will read back
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)
