@@ -31,7 +31,7 @@ SIZES = {
     "small": {"a": 16, "b": 16, "naive": 4, "batches": 1, "sweep": "one", "scale": 100_000,
               "memory": 0},
     "full": {"a": 384, "b": 256, "naive": 32, "batches": 4, "sweep": "all", "scale": 1_000_000,
-             "memory": 192},
+             "memory": 64},
 }
 
 
@@ -131,7 +131,11 @@ def workload(name: str, paths: list[str], ref: str, preset: str, size: dict) -> 
     add("DataLoader", best, f"best num_workers={best['num_workers']} of {sweep}")
     out = str(WORK / f"out-{name[0]}")
     result = child("gristmill_run", folder=str(Path(paths[0]).parent), out=out, ref=ref)
-    add("gristmill", result, "defaults, " + _workers(result))
+    add("gristmill", result, "defaults, end to end, " + _workers(result))
+    if result["steady_seconds"] > 0:
+        add("gristmill steady state", {"images": result["steady_images"],
+                                       "seconds": result["steady_seconds"]},
+            f"first batch to last; start-up took {result['prepare_seconds']:.1f} s")
     return rows
 
 
@@ -146,7 +150,7 @@ def memory(paths: list[str]) -> list[Row]:
     for count in (1, 4):
         r = child("gristmill_run", sample_pss=True, folder=str(Path(paths[0]).parent),
                   out=str(WORK / f"out-mem{count}"), ref="benchmarks.models:resnet50",
-                  workers=count)
+                  workers=count, shard_size=max(1, len(paths) // 8))  # every worker busy
         rows.append(Row("memory", f"{count} CPU worker(s)", int(r["images"]), float(r["seconds"]),
                         f"peak PSS {r['pss_mb']:.0f} MB"))
         rows[-1].pss = r["pss_mb"]  # type: ignore[attr-defined]
