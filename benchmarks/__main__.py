@@ -30,6 +30,8 @@ WORK = ROOT / ".bench"
 SIZES = {
     "small": {"a": 16, "b": 16, "naive": 4, "batches": 1, "sweep": "one", "scale": 100_000,
               "memory": 0},
+    "medium": {"a": 96, "b": 64, "naive": 8, "batches": 2, "sweep": "all", "scale": 1_000_000,
+               "memory": 64},
     "full": {"a": 384, "b": 256, "naive": 32, "batches": 4, "sweep": "all", "scale": 1_000_000,
              "memory": 64},
 }

@@ -21,7 +21,7 @@ from .errors import SpecError
 from .plan import Shard, plan
 from .sources import InputList, list_inputs
 from .spec import JobSpec
-from .tuning import calibrate, choose_budget
+from .tuning import calibrate, choose_budget, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -154,4 +154,5 @@ def prepare(spec: JobSpec) -> PreparedJob:
     if len(done) < len(shards) and devices[0] == "cpu":
         shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR))
         workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
+        release_memory()  # the driver's model copies are garbage now; hand the pages back
     return PreparedJob(spec, inputs, shards, done, workers, resumed)
