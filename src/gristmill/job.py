@@ -148,11 +148,13 @@ def prepare(spec: JobSpec) -> PreparedJob:
     shards = plan(len(inputs), spec.shard_size)
     spec_hash = spec.identity_hash()
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
-    if len(done) < len(shards) and needs_calibration(spec, devices):
-        rates = calibrate(spec, inputs, cpu_count())
-        workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+    shared = None
     if len(done) < len(shards) and devices[0] == "cpu":
         shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR))
-        workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
-        release_memory()  # the driver's model copies are garbage now; hand the pages back
+    models.forget_driver_models()
+    if len(done) < len(shards) and needs_calibration(spec, devices):
+        rates = calibrate(spec, inputs, cpu_count(), shared_weights=shared)
+        workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+    workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
+    release_memory()  # the driver's model copies are garbage now; hand the pages back
     return PreparedJob(spec, inputs, shards, done, workers, resumed)

@@ -27,6 +27,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_THREADS = 8
+SLOW_BATCH_SECONDS = 0.5  # calibration stops after the warm-up batch when it took this long
 # glibc mallopt parameters: without these, every large tensor the model allocates is a fresh mmap
 # that the kernel must zero-fill page by page (measured: 9.8 -> 16.2 img/s on ResNet-50, 2 cores).
 M_TRIM_THRESHOLD = -1
@@ -124,20 +125,26 @@ def measure_decode(paths: list[bytes], preprocess: Any, max_pixels: int,
     return done / spent if done and spent > 0 else None
 
 
-def measure_model(spec: Any, threads: int, batch: int = 4) -> float | None:
+def measure_model(spec: Any, threads: int, batch: int = 2, *,
+                  shared_weights: str | None = None) -> float | None:
     """Images/s per core of the job's model on the CPU with ``threads`` threads (None: failed)."""
     import numpy as np
 
     from .models import create
 
     try:
-        model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads)
+        options = {"shared_weights": shared_weights} if shared_weights else {}
+        model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
+                       **options)
         model.setup()
         x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
+        start = time.perf_counter()
         model.predict(x)  # warm-up: first-call allocations, kernel selection, malloc thresholds
-        elapsed = float("inf")
-        for _ in range(2):  # best of two: a neighbour's burst on a shared machine is not the model
-            start = time.perf_counter()
+        elapsed = time.perf_counter() - start
+        # A model this slow is far slower than any decode: the split is clear without a precise
+        # figure, and a heavy model's timed runs would cost the user seconds for nothing.
+        for _ in range(2 if elapsed < SLOW_BATCH_SECONDS else 0):
+            start = time.perf_counter()  # best of two: a neighbour's burst is not the model
             model.predict(x)
             elapsed = min(elapsed, time.perf_counter() - start)
         model.teardown()
@@ -149,8 +156,8 @@ def measure_model(spec: Any, threads: int, batch: int = 4) -> float | None:
     return batch / elapsed / threads
 
 
-def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8) -> tuple[float | None,
-                                                                              float | None]:
+def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
+              shared_weights: str | None = None) -> tuple[float | None, float | None]:
     """(decode rate, model rate), per core, from inputs spread over the list and one batch."""
     import os
 
@@ -158,7 +165,7 @@ def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8) -> tuple[f
     picks = sorted({i * n // sample for i in range(sample)}) if n else []
     paths = [os.path.join(inputs.root, inputs.raw(i)) for i in picks]
     decode = measure_decode(paths, spec.preprocess, spec.max_image_pixels)
-    model = measure_model(spec, threads=cores)
+    model = measure_model(spec, threads=cores, shared_weights=shared_weights)
     log.info("calibration: decode %.1f img/s/core, model %.1f img/s/core",
              decode or 0.0, model or 0.0)
     return decode, model

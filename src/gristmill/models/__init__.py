@@ -94,5 +94,14 @@ def share_weights(spec: ModelSpec, folder: str) -> str | None:
     return save(spec, folder)
 
 
-__all__ = ["Model", "ModelInfo", "check_outputs", "create", "describe", "kind_of",
-           "share_weights"]
+def forget_driver_models() -> None:
+    """Drop the modules the driver built for describe/share_weights (their memory goes back)."""
+    import sys
+
+    module = sys.modules.get("gristmill.models.torch")
+    if module is not None:
+        module.forget()
+
+
+__all__ = ["Model", "ModelInfo", "check_outputs", "create", "describe", "forget_driver_models",
+           "kind_of", "share_weights"]

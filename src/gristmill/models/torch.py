@@ -19,6 +19,7 @@ batch is copied on a side stream with a non-blocking copy that the compute strea
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import os
@@ -101,6 +102,17 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
         raise SpecError(f"weights file {path} does not fit model {spec.ref}: {first}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def driver_module(spec: ModelSpec) -> nn.Module:
+    """The module ``describe`` and ``share_weights`` both need, built once in the driver (a
+    ResNet-50 takes seconds to build); ``forget`` drops it once the driver is done with it."""
+    return build_module(spec)
+
+
+def forget() -> None:
+    driver_module.cache_clear()
+
+
 def share_weights(spec: ModelSpec, folder: str) -> str | None:
     """Save the eager module's weights (channels_last) for workers to mmap; None if not eager.
 
@@ -109,7 +121,7 @@ def share_weights(spec: ModelSpec, folder: str) -> str | None:
     """
     if kind_of(spec.ref) not in ("builtin", "factory"):
         return None
-    module = build_module(spec).to(memory_format=torch.channels_last)
+    module = driver_module(spec).to(memory_format=torch.channels_last)
     key = hashlib.sha256(f"{spec.ref}|{spec.weights}".encode()).hexdigest()[:12]
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"weights-{key}.pt")
@@ -154,7 +166,7 @@ def _submodule_names(module: nn.Module) -> list[str]:
 
 
 def describe(spec: ModelSpec) -> ModelInfo:
-    module = build_module(spec)
+    module = driver_module(spec)
     preset = EFFICIENTNET_PRESET if kind_of(spec.ref) == "builtin" else IMAGENET_PRESET
     h, w = preset.size
     try:
@@ -186,8 +198,9 @@ class TorchModel:
     def setup(self) -> None:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
-        module = (load_shared(self.spec, self.shared_weights) if self.shared_weights
-                  else build_module(self.spec))
+        # a worker on another node (Ray) may not see the driver's file: then it loads its own
+        shared = self.shared_weights and os.path.isfile(self.shared_weights)
+        module = load_shared(self.spec, self.shared_weights) if shared else build_module(self.spec)
         self.device = str(torch.device(self.device))
         if self.device.startswith("cuda"):
             self._stream = torch.cuda.Stream(self.device)
