@@ -151,10 +151,10 @@ def prepare(spec: JobSpec) -> PreparedJob:
     shared = None
     if len(done) < len(shards) and devices[0] == "cpu":
         shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR))
-    models.forget_driver_models()
     if len(done) < len(shards) and needs_calibration(spec, devices):
-        rates = calibrate(spec, inputs, cpu_count(), shared_weights=shared)
+        rates = calibrate(spec, inputs, cpu_count())
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+    models.forget_driver_models()  # the one module describe, share and calibrate used
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
     release_memory()  # the driver's model copies are garbage now; hand the pages back
     return PreparedJob(spec, inputs, shards, done, workers, resumed)

@@ -189,6 +189,7 @@ class TorchModel:
     threads: int = 0
     precision: str = "fp32"
     shared_weights: str | None = None
+    reuse_driver_module: bool = False  # calibration in the driver: no second build of the model
     module: Any = None
     _captured: dict[str, torch.Tensor] = field(default_factory=dict)
     _hooks: list[Any] = field(default_factory=list)
@@ -200,7 +201,11 @@ class TorchModel:
             torch.set_num_threads(self.threads)
         # a worker on another node (Ray) may not see the driver's file: then it loads its own
         shared = self.shared_weights and os.path.isfile(self.shared_weights)
-        module = load_shared(self.spec, self.shared_weights) if shared else build_module(self.spec)
+        if self.reuse_driver_module:
+            module = driver_module(self.spec)
+        else:
+            module = (load_shared(self.spec, self.shared_weights) if shared
+                      else build_module(self.spec))
         self.device = str(torch.device(self.device))
         if self.device.startswith("cuda"):
             self._stream = torch.cuda.Stream(self.device)
@@ -267,6 +272,8 @@ class TorchModel:
 
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
-           precision: str = "fp32", shared_weights: str | None = None) -> TorchModel:
+           precision: str = "fp32", shared_weights: str | None = None,
+           reuse_driver_module: bool = False) -> TorchModel:
     return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads,
-                      precision=precision, shared_weights=shared_weights)
+                      precision=precision, shared_weights=shared_weights,
+                      reuse_driver_module=reuse_driver_module)
