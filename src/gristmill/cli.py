@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:0,1")
     run.add_argument("--loaders", type=int, default=0, help="loader processes per worker")
     run.add_argument("--threads", type=int, default=0, help="model threads per worker")
+    run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                     help="run torch models under autocast at this precision (outputs: float32)")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
     pre = run.add_argument_group("preprocessing (default: the model's preset)")
     pre.add_argument("--resize", type=_size, help="shorter side N, or exact HxW")
@@ -125,6 +127,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
                               channel_order=args.channel_order, layout=args.layout),
         batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
+        precision=args.precision,
         overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,

@@ -21,8 +21,11 @@ from .errors import SpecError
 from .plan import Shard, plan
 from .sources import InputList, list_inputs
 from .spec import JobSpec
+from .tuning import calibrate, choose_budget, release_memory
 
 log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"  # OUT/.cache: files the workers of this run share (weights to mmap)
 
 
 @dataclass(frozen=True)
@@ -73,23 +76,31 @@ def resolve_devices(device: str) -> list[str]:
     raise SpecError(f"--device must be auto, cpu, cuda or cuda:0,1,..., got {device!r}")
 
 
-def plan_workers(spec: JobSpec, devices: list[str], batch_size: int) -> list[WorkerPlan]:
-    """One worker per GPU, or ``--workers`` CPU workers sharing the cores."""
+def plan_workers(spec: JobSpec, devices: list[str], batch_size: int, *,
+                 rates: tuple[float | None, float | None] = (None, None)) -> list[WorkerPlan]:
+    """One worker per GPU, or CPU workers sharing the cores; budgets from ``tuning``.
+
+    ``rates`` are the calibrated (decode, model) images/s per core; sizes the user gave win.
+    """
     cores = cpu_count()
+    gpus = 0
     if devices[0] != "cpu":
         if spec.workers > len(devices):
             raise SpecError(f"--workers {spec.workers} is more than the {len(devices)} "
                             f"device(s) of --device {spec.device}")
         devices = devices[:spec.workers or len(devices)]
-        loaders = spec.loaders or max(1, cores // len(devices) - 1)
-        threads = spec.threads or 1
-    else:
-        count = spec.workers or 1
-        devices = ["cpu"] * count
-        threads = spec.threads or max(1, cores // count)
-        loaders = spec.loaders or max(1, cores // count)
-    slots = spec.slots or loaders + 2
-    return [WorkerPlan(i, d, threads, loaders, slots, batch_size) for i, d in enumerate(devices)]
+        gpus = len(devices)
+    budget = choose_budget(cores, *rates, gpus=gpus, workers=spec.workers, threads=spec.threads,
+                           loaders=spec.loaders, slots=spec.slots)
+    if not gpus:
+        devices = ["cpu"] * budget.workers
+    return [WorkerPlan(i, d, budget.threads, budget.loaders, budget.slots, batch_size)
+            for i, d in enumerate(devices)]
+
+
+def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:
+    """A CPU job that left any of workers/threads/loaders to us is worth a two-second probe."""
+    return devices[0] == "cpu" and not (spec.workers and spec.threads and spec.loaders)
 
 
 def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
@@ -104,6 +115,9 @@ def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
         devices = resolve_cluster(spec)
     else:
         devices = resolve_devices(spec.device)
+    if spec.precision != "fp32" and models.kind_of(spec.model.ref) in ("onnx", "caffe"):
+        raise SpecError(f"--precision {spec.precision} needs a PyTorch model; "
+                        f"{spec.model.ref} runs in full precision (drop --precision)")
     batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
     model = spec.model
     for name in ("weights", "mean_file"):
@@ -121,7 +135,7 @@ def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
 def prepare(spec: JobSpec) -> PreparedJob:
     """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger."""
     spec, devices = resolve(spec)
-    workers = plan_workers(spec, devices, spec.batch_size)
+    workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
@@ -138,4 +152,13 @@ def prepare(spec: JobSpec) -> PreparedJob:
     shards = plan(len(inputs), spec.shard_size)
     spec_hash = spec.identity_hash()
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
+    shared = None
+    if len(done) < len(shards) and devices[0] == "cpu":
+        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR))
+    if len(done) < len(shards) and needs_calibration(spec, devices):
+        rates = calibrate(spec, inputs, cpu_count())
+        workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+    models.forget_driver_models()  # the one module describe, share and calibrate used
+    workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
+    release_memory()  # the driver's model copies are garbage now; hand the pages back
     return PreparedJob(spec, inputs, shards, done, workers, resumed)

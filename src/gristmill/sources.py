@@ -128,12 +128,24 @@ def _read_list(path: str) -> tuple[bytes, list[bytes]]:
     if b"\0" in data[:4096]:
         raise SpecError(f"source {path} is neither a folder nor a text list of paths")
     base = os.path.dirname(os.path.abspath(os.fsencode(path)))
+    prefix = base.rstrip(b"/") + b"/"
     entries = []
     for line in data.splitlines():
         line = line.strip()
         if line and not line.startswith(b"#"):
-            entries.append(os.path.normpath(os.path.join(base, line)))
+            # plain relative names (the common case of a million-line list) skip normpath
+            plain = (not line.startswith((b"/", b".")) and not line.endswith(b"/")
+                     and b"/." not in line and b"//" not in line)
+            entries.append(prefix + line if plain else os.path.normpath(os.path.join(base, line)))
     return base, entries
+
+
+def _relative(paths: list[bytes], root: bytes) -> Iterator[bytes]:
+    """``os.path.relpath(p, root)`` for absolute, normalised paths; a prefix cut when it can."""
+    prefix = root.rstrip(b"/") + b"/"
+    cut = len(prefix)
+    for p in paths:
+        yield p[cut:] if p.startswith(prefix) else os.path.relpath(p, root)
 
 
 def _glob(pattern: str) -> tuple[bytes, list[bytes]]:
@@ -162,7 +174,7 @@ def list_inputs(sources: Iterable[str]) -> InputList:
         elif os.path.isfile(source):
             root, found = _read_list(source)
             if found:
-                root = os.path.commonpath([os.path.dirname(p) for p in found])
+                root = os.path.commonpath(list({p.rpartition(b"/")[0] or b"/" for p in found}))
         elif os.path.lexists(source):
             raise SpecError(f"source {source} is neither a folder nor a file list")
         else:
@@ -172,4 +184,4 @@ def list_inputs(sources: Iterable[str]) -> InputList:
         roots.append(root)
         paths.extend(found)
     root = roots[0] if len(set(roots)) == 1 else os.path.commonpath(roots)
-    return InputList.from_names(root, (os.path.relpath(p, root) for p in paths))
+    return InputList.from_names(root, _relative(paths, root))

@@ -20,6 +20,7 @@ from .errors import SpecError
 ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
+Precision = Literal["fp32", "fp16", "bf16"]
 
 SPEC_VERSION = 1
 _RAY_ADDRESS = re.compile(r"auto|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+")
@@ -134,6 +135,7 @@ class JobSpec:
     engine: EngineName = "local"
     ray_address: str | None = None
     progress: bool = True
+    precision: Precision = "fp32"
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -159,6 +161,8 @@ class JobSpec:
             if not _RAY_ADDRESS.fullmatch(self.ray_address):
                 raise SpecError("--ray-address must be auto, ray://host[:port] or host:port, "
                                 f"got {self.ray_address!r}")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 
@@ -167,7 +171,9 @@ class JobSpec:
 
         In JSON form (tuples become lists) so it compares equal to the copy saved in job.json.
         """
-        return json.loads(json.dumps({
+        # precision changes the numbers; fp32 is left out so existing jobs keep their identity
+        extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             "model": dataclasses.asdict(self.model) | {"trusted_pickle": None},
             "outputs": list(self.outputs),

@@ -62,6 +62,7 @@ class WorkerPlan:
     slots: int
     batch_size: int
     ring_name: str = ""
+    shared_weights: str | None = None  # a weights file the driver saved for workers to mmap
 
 
 class ShardRunner:
@@ -79,24 +80,33 @@ class ShardRunner:
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
         from ..models import create
+        from ..tuning import tune_allocator
 
+        options: dict[str, Any] = {"precision": self.spec.precision} if (
+            self.spec.precision != "fp32") else {}
+        if self.plan.shared_weights:
+            options["shared_weights"] = self.plan.shared_weights
         self.model = create(self.spec.model, outputs=self.spec.outputs,
-                            device=self.plan.device, threads=self.plan.threads)
+                            device=self.plan.device, threads=self.plan.threads, **options)
         self.model.setup()
+        tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
         ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
                         self.spec.preprocess.item_shape()) if self.plan.ring_name else RingSpec.new(
             self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
         self.ring = SlotRing(ring, create=True)
+        pin = getattr(self.model, "pin_host", None)
+        if pin is not None:
+            pin(self.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
         self._start_loaders()
 
     def teardown(self) -> None:
         self._stop_loaders()
+        if self.model is not None:  # before the ring: the model may have page-locked it
+            self.model.teardown()
+            self.model = None
         if self.ring is not None:
             self.ring.close()
             self.ring = None
-        if self.model is not None:
-            self.model.teardown()
-            self.model = None
 
     def _start_loaders(self) -> None:
         assert self.ring is not None

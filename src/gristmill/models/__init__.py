@@ -71,9 +71,37 @@ def describe(spec: ModelSpec) -> ModelInfo:
     return backend(spec).describe(spec)
 
 
-def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int) -> Model:
-    """Build the model in the process that will run it (call ``setup`` next)."""
-    return backend(spec).create(spec, outputs=outputs, device=device, threads=threads)
+def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
+           **options: object) -> Model:
+    """Build the model in the process that will run it (call ``setup`` next).
+
+    ``options`` (``precision``, ``shared_weights``) go only to backends that take them: the
+    torch backend; others run as before (a non-default precision there is refused in the driver).
+    """
+    kind = kind_of(spec.ref)
+    if _BACKENDS[kind] != "gristmill.models.torch":
+        options = {}
+    return backend(spec).create(spec, outputs=outputs, device=device, threads=threads,
+                                **options)
 
 
-__all__ = ["Model", "ModelInfo", "check_outputs", "create", "describe", "kind_of"]
+def share_weights(spec: ModelSpec, folder: str) -> str | None:
+    """Driver: save the weights once for CPU workers to map (None when the backend cannot)."""
+    if _BACKENDS[kind_of(spec.ref)] != "gristmill.models.torch":
+        return None
+    from .torch import share_weights as save
+
+    return save(spec, folder)
+
+
+def forget_driver_models() -> None:
+    """Drop the modules the driver built for describe/share_weights (their memory goes back)."""
+    import sys
+
+    module = sys.modules.get("gristmill.models.torch")
+    if module is not None:
+        module.forget()
+
+
+__all__ = ["Model", "ModelInfo", "check_outputs", "create", "describe", "forget_driver_models",
+           "kind_of", "share_weights"]

@@ -7,10 +7,20 @@ on a zero image in the driver, so a wrong name fails before any worker starts.
 
 Weights files are read with ``torch.load(weights_only=True)``: a pickle in a weights file cannot run
 code unless the user passes ``trusted_pickle``.
+
+Speed and memory: the driver saves an eager module's weights once (``share_weights``, already in
+channels_last) and every worker builds the module on the meta device and assigns the tensors of a
+``torch.load(mmap=True)`` of that file, so CPU workers on one machine share one copy of the weights
+in the page cache. Inference runs under ``inference_mode`` in channels_last; ``precision``
+fp16/bf16 runs it under autocast. On a GPU the slot ring is page-locked (``pin_host``) and each
+batch is copied on a side stream with a non-blocking copy that the compute stream waits for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import importlib
 import logging
 import os
@@ -45,14 +55,15 @@ def _load_factory(ref: str) -> Callable[[], nn.Module]:
     return factory
 
 
-def build_module(spec: ModelSpec) -> nn.Module:
-    """The module for ``spec`` on the CPU, in eval mode, weights loaded."""
+def build_module(spec: ModelSpec, *, pretrained: bool = True) -> nn.Module:
+    """The module for ``spec`` on the CPU, in eval mode, weights loaded (unless not ``pretrained``:
+    then the bundled model keeps its initial weights and ``spec.weights`` is not read)."""
     kind = kind_of(spec.ref)
     try:
         if kind == "builtin":
             from .efficientnet import efficientnet_lite0
 
-            module = efficientnet_lite0()
+            module = efficientnet_lite0(pretrained=pretrained)
         elif kind == "factory":
             module = _load_factory(spec.ref)()
             if not isinstance(module, nn.Module):
@@ -73,7 +84,7 @@ def build_module(spec: ModelSpec) -> nn.Module:
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"model {spec.ref} cannot be loaded: {reason}") from None
-    if spec.weights:
+    if spec.weights and pretrained:
         _load_weights(module, spec)
     if hasattr(module, "eval") and kind != "exported":
         module.eval()
@@ -98,6 +109,52 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
         raise SpecError(f"weights file {path} does not fit model {spec.ref}: {first}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def driver_module(spec: ModelSpec) -> nn.Module:
+    """The module ``describe`` and ``share_weights`` both need, built once in the driver (a
+    ResNet-50 takes seconds to build); ``forget`` drops it once the driver is done with it."""
+    return build_module(spec)
+
+
+def forget() -> None:
+    driver_module.cache_clear()
+
+
+def share_weights(spec: ModelSpec, folder: str) -> str | None:
+    """Save the eager module's weights (channels_last) for workers to mmap; None if not eager.
+
+    Rewritten on every run (temp file, then rename), so a changed factory never serves stale
+    weights; a worker still holding the old file keeps its own mapping.
+    """
+    if kind_of(spec.ref) not in ("builtin", "factory"):
+        return None
+    module = driver_module(spec).to(memory_format=torch.channels_last)
+    key = hashlib.sha256(f"{spec.ref}|{spec.weights}".encode()).hexdigest()[:12]
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"weights-{key}.pt")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(module.state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_shared(spec: ModelSpec, path: str) -> nn.Module:
+    """The module with its tensors mapped from ``path`` (shared pages); a private copy if the
+    module cannot be built on the meta device or keeps tensors the file lacks."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        with torch.device("meta"):
+            module = build_module(spec, pretrained=False)
+        module.load_state_dict(state, assign=True)
+        tensors = [*module.parameters(), *module.buffers()]
+        if any(t.is_meta for t in tensors):
+            raise ValueError("tensors outside the state dict")
+    except Exception:
+        module = build_module(spec, pretrained=False)
+        module.load_state_dict(state)
+    return module.eval()
+
+
 def flatten_outputs(result: Any) -> dict[str, torch.Tensor]:
     """Name what ``forward`` returned: ``output``, the dict's keys, or ``output0``..."""
     if isinstance(result, torch.Tensor):
@@ -116,7 +173,7 @@ def _submodule_names(module: nn.Module) -> list[str]:
 
 
 def describe(spec: ModelSpec) -> ModelInfo:
-    module = build_module(spec)
+    module = driver_module(spec)
     preset = EFFICIENTNET_PRESET if kind_of(spec.ref) == "builtin" else IMAGENET_PRESET
     h, w = preset.size
     try:
@@ -137,15 +194,28 @@ class TorchModel:
     outputs: tuple[str, ...]
     device: str = "cpu"
     threads: int = 0
+    precision: str = "fp32"
+    shared_weights: str | None = None
+    reuse_driver_module: bool = False  # calibration in the driver: no second build of the model
     module: Any = None
     _captured: dict[str, torch.Tensor] = field(default_factory=dict)
     _hooks: list[Any] = field(default_factory=list)
+    _stream: Any = None
+    _pinned: list[int] = field(default_factory=list)
 
     def setup(self) -> None:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
-        module = build_module(self.spec)
+        # a worker on another node (Ray) may not see the driver's file: then it loads its own
+        shared = self.shared_weights and os.path.isfile(self.shared_weights)
+        if self.reuse_driver_module:
+            module = driver_module(self.spec)
+        else:
+            module = (load_shared(self.spec, self.shared_weights) if shared
+                      else build_module(self.spec))
         self.device = str(torch.device(self.device))
+        if self.device.startswith("cuda"):
+            self._stream = torch.cuda.Stream(self.device)
         if isinstance(module, nn.Module):
             module = module.to(self.device, memory_format=torch.channels_last)
             named = dict(module.named_modules()) if not isinstance(
@@ -163,14 +233,38 @@ class TorchModel:
 
         return capture
 
+    def pin_host(self, address: int, nbytes: int) -> None:
+        """Page-lock host memory the batches come from (a slot ring) so copies can be async."""
+        if self._stream is None:
+            return
+        code = torch.cuda.cudart().cudaHostRegister(address, nbytes, 0)
+        if int(code) == 0:
+            self._pinned.append(address)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        if self._stream is None:
+            return x.contiguous(memory_format=layout)
+        # Copy on a side stream; the compute stream waits for it, and the caller's slot is free
+        # again only after predict returns (outputs are synchronised back to the host).
+        with torch.cuda.stream(self._stream):
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=layout)
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self._stream)
+        x.record_stream(current)
+        return x
+
+    def _autocast(self) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
+
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(batch)
-        if x.ndim == 4:
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        else:
-            x = x.to(self.device, non_blocking=True)
+        """Outputs for a float32 batch in the spec's layout, as float32 numpy arrays."""
+        x = self._to_device(torch.from_numpy(batch))
         self._captured.clear()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             top = flatten_outputs(self.module(x))
         found = {**top, **self._captured}
         return {name: found[name].float().cpu().numpy() for name in self.outputs}
@@ -178,8 +272,15 @@ class TorchModel:
     def teardown(self) -> None:
         for hook in self._hooks:
             hook.remove()
+        for address in self._pinned:
+            torch.cuda.cudart().cudaHostUnregister(address)
+        self._pinned.clear()
         self.module = None
 
 
-def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int) -> TorchModel:
-    return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads)
+def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
+           precision: str = "fp32", shared_weights: str | None = None,
+           reuse_driver_module: bool = False) -> TorchModel:
+    return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads,
+                      precision=precision, shared_weights=shared_weights,
+                      reuse_driver_module=reuse_driver_module)

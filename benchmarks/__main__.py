@@ -1,0 +1,254 @@
+"""``python -m benchmarks --size small|full``: every case side by side, ratios to gristmill.
+
+Workloads: (a) decode-bound, 1920x1080 JPEGs through the bundled EfficientNet-Lite0; (b)
+model-bound, 500x375 JPEGs through a ResNet-50 shape (``benchmarks.models:resnet50``); (c) Caffe
+open_nsfw, run by ``benchmarks/caffe_nsfw.py`` when present: it must offer
+``run(size: str, workdir: pathlib.Path) -> list[dict]`` returning rows with the keys of ``Row``.
+Then memory (total PSS of 4 CPU workers vs 1) and scale (plan and resume over a list of 1 M inputs).
+Files are made once under ``.bench/`` (git-ignored); the report goes to ``.bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import make_jpegs, make_list
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench"
+SIZES = {
+    "small": {"a": 16, "b": 16, "naive": 4, "batches": 1, "sweep": "one", "scale": 100_000,
+              "memory": 0},
+    "medium": {"a": 96, "b": 64, "naive": 8, "batches": 2, "sweep": "all", "scale": 1_000_000,
+               "memory": 64},
+    "full": {"a": 384, "b": 256, "naive": 32, "batches": 4, "sweep": "all", "scale": 1_000_000,
+             "memory": 64},
+}
+
+
+@dataclass
+class Row:
+    workload: str
+    case: str
+    images: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _pss_tree(root: int) -> int:
+    """Sum of Pss (kB) over ``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def child(case: str, *, sample_pss: bool = False, **args: object) -> dict:
+    """Run one case in a fresh child; adds its max RSS (MB) and, if asked, peak tree PSS (MB)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cases", case, json.dumps(args)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _pss_tree(proc.pid))
+            time.sleep(0.3)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if sample_pss:
+        sampler.start()
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if sample_pss:
+        sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark case {case} failed (exit {proc.returncode})")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["max_rss_mb"] = usage.ru_maxrss / 1024
+    result["pss_mb"] = peak[0] / 1024
+    return result
+
+
+def workload(name: str, paths: list[str], ref: str, preset: str, size: dict) -> list[Row]:
+    """limit, seed naive, seed tuned, DataLoader (best of a sweep) and gristmill on ``paths``."""
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+
+    def add(case: str, result: dict, note: str = "") -> None:
+        rows.append(Row(name, case, int(result["images"]), float(result["seconds"]), note))
+        print(f"  {name} {case}: {rows[-1].rate:.1f} img/s {note}", flush=True)
+
+    model = child("limit_model", ref=ref, batch=32 if size["batches"] > 1 else 8,
+                  batches=size["batches"])
+    add("limit: model only", model, f"{cores} threads, preloaded batches")
+    decode = child("limit_decode", paths=paths, preset=preset)
+    add("limit: decode only", decode, f"{cores} processes")
+    m, d = model["images"] / model["seconds"], decode["images"] / decode["seconds"]
+    bound = 1.0 / (1.0 / m + 1.0 / d)
+    rows.append(Row(name, "limit: combined bound", round(bound * 1000), 1000.0,
+                    "1/(1/decode + 1/model)"))
+    add("seed naive", child("seed_naive", paths=paths[:size["naive"]], ref=ref),
+        f"Pool.map, model per item, {size['naive']} items")
+    add("seed tuned", child("seed_tuned", paths=paths, ref=ref, batch=32),
+        "Pool + initializer, batches of 32")
+    sweep = [cores] if size["sweep"] == "one" else sorted({max(1, cores // 2), cores, 2 * cores})
+    best = max((child("dataloader", paths=paths, ref=ref, batch=32, workers=w) for w in sweep),
+               key=lambda r: r["images"] / r["seconds"])
+    add("DataLoader", best, f"best num_workers={best['num_workers']} of {sweep}")
+    out = str(WORK / f"out-{name[0]}")
+    result = child("gristmill_run", folder=str(Path(paths[0]).parent), out=out, ref=ref)
+    add("gristmill", result, "defaults, end to end, " + _workers(result))
+    if result["steady_seconds"] > 0:
+        add("gristmill steady state", {"images": result["steady_images"],
+                                       "seconds": result["steady_seconds"]},
+            f"first batch to last; start-up took {result['prepare_seconds']:.1f} s")
+    return rows
+
+
+def _workers(result: dict) -> str:
+    workers = result.get("workers") or []
+    return ", ".join(f"{w['threads']} threads + {w['loaders']} loaders" for w in workers)
+
+
+def memory(paths: list[str]) -> list[Row]:
+    """Peak PSS of the whole job tree: 4 CPU workers against 1, ResNet-50 shape."""
+    rows = []
+    for count in (1, 4):
+        r = child("gristmill_run", sample_pss=True, folder=str(Path(paths[0]).parent),
+                  out=str(WORK / f"out-mem{count}"), ref="benchmarks.models:resnet50",
+                  workers=count, shard_size=max(1, len(paths) // 8))  # every worker busy
+        rows.append(Row("memory", f"{count} CPU worker(s)", int(r["images"]), float(r["seconds"]),
+                        f"peak PSS {r['pss_mb']:.0f} MB"))
+        rows[-1].pss = r["pss_mb"]  # type: ignore[attr-defined]
+        print(f"  memory {count} workers: peak PSS {r['pss_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def scale(count: int) -> list[Row]:
+    """Plan a job over ``count`` listed inputs, then resume it with every other shard committed."""
+    list_file = WORK / f"list-{count}.txt"
+    if not list_file.exists():
+        make_list(list_file, count)
+    out = WORK / "out-scale"
+    first = child("plan_scale", list_file=str(list_file), out=str(out), resume=False)
+    _fake_commits(out, first["shards"])
+    again = child("plan_scale", list_file=str(list_file), out=str(out), resume=True)
+    rows = []
+    for case, r in (("plan", first), ("resume", again)):
+        rows.append(Row("scale", f"{case} {count:,} inputs", int(r["images"]), float(r["seconds"]),
+                        f"max RSS {r['max_rss_mb']:.0f} MB, {r['shards']} shards, "
+                        f"{r['done']} done"))
+        print(f"  scale {case}: {r['seconds']:.2f} s, max RSS {r['max_rss_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def _fake_commits(out: Path, shards: int) -> None:
+    """Markers for every other shard, as a worker would write them (empty shard files)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from gristmill import ledger
+    from gristmill.job import resolve
+    from gristmill.plan import plan
+    from gristmill.sources import InputList
+    from gristmill.spec import JobSpec
+
+    job = json.loads((out / ledger.JOB_FILE).read_text())["spec"]
+    spec, _ = resolve(JobSpec.from_dict(job))
+    inputs = InputList.load(str(out / ledger.INPUTS_FILE))
+    for shard in plan(len(inputs), spec.shard_size)[::2]:
+        Path(ledger.shard_path(str(out), shard)).write_bytes(b"")
+        marker = {"inputs": inputs.digest(shard.start, shard.stop), "spec": spec.identity_hash()}
+        Path(ledger.marker_path(str(out), shard)).write_text(json.dumps(marker))
+
+
+def caffe(size: str) -> list[Row]:
+    path = Path(__file__).with_name("caffe_nsfw.py")
+    if not path.exists():
+        print("  (c) caffe: benchmarks/caffe_nsfw.py not present, skipped", flush=True)
+        return []
+    spec = importlib.util.spec_from_file_location("benchmarks.caffe_nsfw", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return [r if isinstance(r, Row) else Row(**r) for r in module.run(size, WORK)]
+
+
+def report(rows: list[Row], size: str, seconds: float) -> str:
+    from .report import render
+
+    return render(rows, size=size, seconds=seconds, command=" ".join(["python -m benchmarks",
+                                                                      *sys.argv[1:]]),
+                  machine=f"{platform.processor() or platform.machine()}, "
+                          f"{len(os.sched_getaffinity(0))} cores, {platform.system()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--only", default="a,b,c,memory,scale",
+                        help="comma-separated parts to run (default: all)")
+    args = parser.parse_args()
+    size, parts = SIZES[args.size], set(args.only.split(","))
+    WORK.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    rows: list[Row] = []
+    if "a" in parts:
+        print("(a) decode-bound: 1920x1080 JPEGs, EfficientNet-Lite0", flush=True)
+        paths = make_jpegs(WORK / f"hd-{size['a']}", size["a"], (1920, 1080))
+        rows += workload("(a) decode-bound", paths, "efficientnet-lite0", "efficientnet", size)
+    if "b" in parts:
+        print("(b) model-bound: 500x375 JPEGs, ResNet-50 shape", flush=True)
+        paths = make_jpegs(WORK / f"sd-{size['b']}", size["b"], (500, 375))
+        rows += workload("(b) model-bound", paths, "benchmarks.models:resnet50", "imagenet", size)
+    if "c" in parts:
+        rows += caffe(args.size)
+    if "memory" in parts and size["memory"]:
+        print("memory: 1 vs 4 CPU workers, ResNet-50 shape", flush=True)
+        rows += memory(make_jpegs(WORK / f"sd-{size['memory']}", size["memory"], (500, 375)))
+    if "scale" in parts:
+        print(f"scale: plan and resume over {size['scale']:,} listed inputs", flush=True)
+        rows += scale(size["scale"])
+    text = report(rows, args.size, time.perf_counter() - start)
+    (WORK / "results.md").write_text(text)
+    print(text)
+    for name in ("out-a", "out-b", "out-mem1", "out-mem4"):
+        shutil.rmtree(WORK / name, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
