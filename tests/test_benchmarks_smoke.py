@@ -17,7 +17,8 @@ def test_small_benchmarks_run_and_print_ratios() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gristmill ÷ case" in done.stdout
     for case in ("limit: combined bound", "seed naive", "seed tuned", "DataLoader", "gristmill",
-                 "scale, plan"):
+                 "scale, plan", "(c) caffe open_nsfw", "OpenCV DNN",
+                 "training loader vs DataLoader", "Ray engine, 2 nodes"):
         assert case in done.stdout, case
     assert "×" in done.stdout
     assert (ROOT / ".bench" / "results.md").exists()

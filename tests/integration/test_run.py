@@ -87,7 +87,9 @@ def test_onnx_model_gives_the_same_logits(job_tree, reference, tmp_path, lite0):
             return out["features"], out["logits"]
 
     path = tmp_path / "lite0.onnx"
-    torch.onnx.export(Pair(lite0), torch.zeros(1, 3, 224, 224), str(path), dynamo=False,
+    # eval(): the exporter restores the wrapper's mode afterwards, and a new Module is in training
+    # mode, which would leave the shared fixture model in training mode too
+    torch.onnx.export(Pair(lite0).eval(), torch.zeros(1, 3, 224, 224), str(path), dynamo=False,
                       input_names=["input"], output_names=["features", "logits"],
                       dynamic_axes={"input": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}})
     root, _ = job_tree
