@@ -83,17 +83,20 @@ def child(case: str, *, sample_pss: bool = False, **args: object) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cases", case, json.dumps(args)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     peak = [0]
+    finished = threading.Event()
 
     def sample() -> None:
-        while proc.poll() is None:
+        # never proc.poll() here: it would reap the child before the wait4 below reads its usage
+        while not finished.is_set():
             peak[0] = max(peak[0], _pss_tree(proc.pid))
-            time.sleep(0.3)
+            finished.wait(0.3)
 
     sampler = threading.Thread(target=sample, daemon=True)
     if sample_pss:
         sampler.start()
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
+    finished.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if sample_pss:
         sampler.join()

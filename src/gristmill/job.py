@@ -103,10 +103,13 @@ def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:
     return devices[0] == "cpu" and not (spec.workers and spec.threads and spec.loaders)
 
 
-def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
-    """The spec with the model's preset, outputs and batch size filled in; and the devices."""
+def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobSpec, list[str]]:
+    """The spec with the model's preset, outputs and batch size filled in; and the devices.
+
+    ``cache`` keeps the module a PyTorch model was built into for ``prepare``'s later steps.
+    """
     spec.check()
-    info = models.describe(spec.model)
+    info = models.describe(spec.model, cache)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
     preprocess = spec.preprocess.over(info.preset).complete()
     if spec.engine == "ray":  # the cluster's resources, not this machine's, decide the devices
@@ -134,7 +137,8 @@ def resolve(spec: JobSpec) -> tuple[JobSpec, list[str]]:
 
 def prepare(spec: JobSpec) -> PreparedJob:
     """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger."""
-    spec, devices = resolve(spec)
+    cache = models.ModelCache()  # describe, shared weights and calibration build the model once
+    spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
@@ -154,11 +158,11 @@ def prepare(spec: JobSpec) -> PreparedJob:
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
     shared = None
     if len(done) < len(shards) and devices[0] == "cpu":
-        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR))
+        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache)
     if len(done) < len(shards) and needs_calibration(spec, devices):
-        rates = calibrate(spec, inputs, cpu_count())
+        rates = calibrate(spec, inputs, cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
-    models.forget_driver_models()  # the one module describe, share and calibrate used
+    cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
     release_memory()  # the driver's model copies are garbage now; hand the pages back
     return PreparedJob(spec, inputs, shards, done, workers, resumed)

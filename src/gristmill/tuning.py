@@ -125,18 +125,23 @@ def measure_decode(paths: list[bytes], preprocess: Any, max_pixels: int,
     return done / spent if done and spent > 0 else None
 
 
-def measure_model(spec: Any, threads: int, batch: int = 2) -> float | None:
+def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) -> float | None:
     """Images/s per core of the job's model on the CPU with ``threads`` threads (None: failed).
 
     A torch model reuses the module the driver already built (it is never built twice here).
     """
     import numpy as np
 
-    from .models import create
+    from .models import create, kind_of
 
     try:
+        options = {}
+        if cache is not None and kind_of(spec.model.ref) in ("builtin", "factory"):
+            from .models.torch import build_module
+
+            options["prebuilt"] = cache.get(spec.model, build_module)
         model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
-                       reuse_driver_module=True)
+                       **options)
         model.setup()
         x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
         start = time.perf_counter()
@@ -157,8 +162,8 @@ def measure_model(spec: Any, threads: int, batch: int = 2) -> float | None:
     return batch / elapsed / threads
 
 
-def calibrate(spec: Any, inputs: Any, cores: int, *,
-              sample: int = 8) -> tuple[float | None, float | None]:
+def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
+              cache: Any = None) -> tuple[float | None, float | None]:
     """(decode rate, model rate), per core, from inputs spread over the list and one batch."""
     import os
 
@@ -166,7 +171,7 @@ def calibrate(spec: Any, inputs: Any, cores: int, *,
     picks = sorted({i * n // sample for i in range(sample)}) if n else []
     paths = [os.path.join(inputs.root, inputs.raw(i)) for i in picks]
     decode = measure_decode(paths, spec.preprocess, spec.max_image_pixels)
-    model = measure_model(spec, threads=cores)
+    model = measure_model(spec, threads=cores, cache=cache)
     log.info("calibration: decode %.1f img/s/core, model %.1f img/s/core",
              decode or 0.0, model or 0.0)
     return decode, model

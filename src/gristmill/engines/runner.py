@@ -17,7 +17,6 @@ during which loaders died ``max_attempts`` times, or whose model call raised, is
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import queue
 import time
@@ -28,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from .. import ledger
-from ..loader.messages import STOP, BatchTask, Filled
-from ..loader.process import ImageFill, loader_main
-from ..loader.ring import RingSpec, SlotRing
+from ..loader.messages import BatchTask, Filled
+from ..loader.pool import LoaderPool
+from ..loader.process import ImageFill
+from ..loader.ring import RingSpec
 from ..plan import batches
 from ..sinks.hdf5 import write_shard
 from ..sources import InputList, display_name
@@ -71,10 +71,8 @@ class ShardRunner:
     def __init__(self, spec: JobSpec, inputs: InputList, plan: WorkerPlan) -> None:
         self.spec, self.inputs, self.plan = spec, inputs, plan
         self.model: Any = None
-        self.ring: SlotRing | None = None
-        self.loaders: list[Any] = []
+        self.pool: LoaderPool | None = None
         self.inflight: dict[int, _InFlight] = {}
-        self.ctx = mp.get_context("spawn")
         self.loader_restarts = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -93,51 +91,25 @@ class ShardRunner:
         ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
                         self.spec.preprocess.item_shape()) if self.plan.ring_name else RingSpec.new(
             self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
-        self.ring = SlotRing(ring, create=True)
+        # spawn, not fork: this process runs the model's thread pools, which a fork would copy
+        # in an undefined state; loaders import only numpy and Pillow
+        self.pool = LoaderPool(ring, ImageFill(self.spec.preprocess, self.spec.max_image_pixels),
+                               self.plan.loaders, start_method="spawn",
+                               name=f"gristmill-loader-{self.plan.index}")
         pin = getattr(self.model, "pin_host", None)
         if pin is not None:
-            pin(self.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
-        self._start_loaders()
+            pin(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
+        self.pool.start()
 
     def teardown(self) -> None:
-        self._stop_loaders()
+        if self.pool is not None:
+            self.pool.stop()
         if self.model is not None:  # before the ring: the model may have page-locked it
             self.model.teardown()
             self.model = None
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
-
-    def _start_loaders(self) -> None:
-        assert self.ring is not None
-        self.tasks, self.free, self.ready = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
-        for slot in range(self.ring.spec.slots):
-            self.free.put(slot)
-        fill = ImageFill(self.spec.preprocess, self.spec.max_image_pixels)
-        self.loaders = [
-            self.ctx.Process(target=loader_main, name=f"gristmill-loader-{self.plan.index}-{i}",
-                             args=(self.ring.spec, fill, self.tasks, self.free, self.ready,
-                                   os.getpid()), daemon=True)
-            for i in range(self.plan.loaders)
-        ]
-        for p in self.loaders:
-            p.start()
-
-    def _stop_loaders(self, *, kill: bool = False) -> None:
-        for _ in self.loaders:
-            if not kill:
-                self.tasks.put(STOP)
-        deadline = time.monotonic() + (0 if kill else 5)
-        for p in self.loaders:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-        for q in (getattr(self, name, None) for name in ("tasks", "free", "ready")):
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
-        self.loaders = []
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     # -- work ----------------------------------------------------------------------------------
     def submit(self, task: ShardTask) -> None:
@@ -150,32 +122,31 @@ class ShardRunner:
         start, stop = self.inflight[shard_id].spans[index]
         root = self.inputs.root
         paths = tuple(os.path.join(root, name) for name in self.inputs.raw_range(start, stop))
-        self.tasks.put(BatchTask((shard_id, index), paths))
+        self.pool.tasks.put(BatchTask((shard_id, index), paths))
 
     def step(self, timeout: float) -> list[Any]:
         """Run at most one ready batch; return the messages for the driver."""
         out: list[Any] = self._check_loaders()
         try:
-            filled: Filled = self.ready.get(timeout=timeout)
+            filled: Filled = self.pool.ready.get(timeout=timeout)
         except queue.Empty:
             return out
         shard_id, index = filled.key
         entry = self.inflight.get(shard_id)
         if entry is None or index in entry.received:
-            self.free.put(filled.slot)  # a batch re-made after a loader death, already had
+            self.pool.free.put(filled.slot)  # a batch re-made after a loader death, already had
             return out
-        assert self.ring is not None
         try:
             start = time.perf_counter()
-            result = (self.model.predict(self.ring.view(filled.slot)[:len(filled.ok)])
+            result = (self.model.predict(self.pool.ring.view(filled.slot)[:len(filled.ok)])
                       if filled.ok else {})
             entry.seconds["model"] += time.perf_counter() - start
         except Exception as exc:
-            self.free.put(filled.slot)
+            self.pool.free.put(filled.slot)
             self.inflight.pop(shard_id)
             log.debug("model failed on shard %d", shard_id, exc_info=True)
             return [*out, ShardFailed(shard_id, f"model: {type(exc).__name__}: {exc}")]
-        self.free.put(filled.slot)
+        self.pool.free.put(filled.slot)
         entry.seconds["load"] += filled.seconds
         entry.received[index] = (filled.ok, result, filled.errors)
         out.append(Progress(len(filled.ok) + len(filled.errors)))
@@ -212,14 +183,13 @@ class ShardRunner:
         return Receipt(shard.id, len(names), len(errors), done, dict(entry.seconds))
 
     def _check_loaders(self) -> list[Any]:
-        dead = [p for p in self.loaders if p.exitcode is not None]
+        dead = self.pool.dead()
         if not dead:
             return []
         self.loader_restarts += 1
         log.warning("loader process %s died (exit %s); restarting loaders",
                     dead[0].pid, dead[0].exitcode)
-        self._stop_loaders(kill=True)
-        self._start_loaders()
+        self.pool.restart(held=())  # the model holds no slot between steps
         failed: list[Any] = []
         for shard_id, entry in list(self.inflight.items()):
             entry.loader_deaths += 1

@@ -1,6 +1,7 @@
-"""A training ``Loader``'s processes, queues and slot ring, and the order they are stopped in.
+"""Loader processes, their queues and slot ring, and the order they are stopped in.
 
-Runs in the process that owns the ``Loader``. ``LoaderPool`` starts ``loader_main`` processes that
+Used by a training ``Loader`` and by each inference worker (``engines.runner.ShardRunner``); runs
+in the process that owns them. ``LoaderPool`` starts ``loader_main`` processes that
 fill slots of one ``SlotRing``. Start method: "fork" (the Linux default, as for DataLoader) lets the
 loaders share the parent's already-imported pages, so each costs only what it writes (a spawned
 loader re-imports numpy and Pillow: ~25 MB more each); loaders never touch torch or CUDA, and the
@@ -47,12 +48,13 @@ class LoaderPool:
     """``processes`` loader processes filling the slots of one ring with ``fill``."""
 
     def __init__(self, ring_spec: RingSpec, fill: Any, processes: int, *,
-                 start_method: str | None = None) -> None:
+                 start_method: str | None = None, name: str = "gristmill-train-loader") -> None:
         if start_method is None:
             start_method = "fork" if sys.platform == "linux" else "spawn"
         self.ctx = mp.get_context(start_method)
         self.ring: SlotRing | None = SlotRing(ring_spec, create=True)
         self.fill = fill
+        self.name = name
         self.count = processes
         self.procs: list[Any] = []
         self.tasks: Any = None
@@ -74,7 +76,7 @@ class LoaderPool:
             if slot not in held:
                 self.free.put(slot)
         self.procs = [
-            self.ctx.Process(target=loader_main, name=f"gristmill-train-loader-{i}",
+            self.ctx.Process(target=loader_main, name=f"{self.name}-{i}",
                              args=(self.ring.spec, self.fill, self.tasks, self.free, self.ready,
                                    os.getpid()), daemon=True)
             for i in range(self.count)
@@ -95,6 +97,10 @@ class LoaderPool:
         """Kill every loader and start afresh; slots in ``held`` keep their (delivered) content."""
         self._stop(kill=True)
         self.start(held)
+
+    def stop(self) -> None:
+        """Stop the processes (steps 1-3 of the NOTE), keeping the ring for its owner."""
+        self._stop(kill=False)
 
     def _stop(self, *, kill: bool) -> None:
         if not kill and self.tasks is not None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..errors import SpecError
 from ..spec import ModelSpec
-from .base import Backend, Model, ModelInfo, check_outputs
+from .base import Backend, Model, ModelCache, ModelInfo, check_outputs
 
 ModelKind = Literal["builtin", "factory", "torchscript", "exported", "onnx", "caffe"]
 
@@ -66,8 +66,14 @@ def backend(spec: ModelSpec) -> Backend:
     return module  # type: ignore[return-value]
 
 
-def describe(spec: ModelSpec) -> ModelInfo:
-    """What the model offers, found in the driver before any worker starts."""
+def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
+    """What the model offers, found in the driver before any worker starts.
+
+    ``cache`` keeps the module a PyTorch model was built into, for
+    the driver's later steps (shared weights, calibration); other backends need none.
+    """
+    if cache is not None and _BACKENDS[kind_of(spec.ref)] == "gristmill.models.torch":
+        return backend(spec).describe(spec, cache)  # type: ignore[call-arg]
     return backend(spec).describe(spec)
 
 
@@ -85,23 +91,14 @@ def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: i
                                 **options)
 
 
-def share_weights(spec: ModelSpec, folder: str) -> str | None:
+def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None) -> str | None:
     """Driver: save the weights once for CPU workers to map (None when the backend cannot)."""
     if _BACKENDS[kind_of(spec.ref)] != "gristmill.models.torch":
         return None
     from .torch import share_weights as save
 
-    return save(spec, folder)
+    return save(spec, folder, cache)
 
 
-def forget_driver_models() -> None:
-    """Drop the modules the driver built for describe/share_weights (their memory goes back)."""
-    import sys
-
-    module = sys.modules.get("gristmill.models.torch")
-    if module is not None:
-        module.forget()
-
-
-__all__ = ["Model", "ModelInfo", "check_outputs", "create", "describe", "forget_driver_models",
-           "kind_of", "share_weights"]
+__all__ = ["Model", "ModelCache", "ModelInfo", "check_outputs", "create", "describe", "kind_of",
+           "share_weights"]

@@ -9,8 +9,9 @@ cheap, must not need the device, and raises `SpecError` (one line) for a missing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +29,23 @@ class ModelInfo:
     outputs: tuple[str, ...]
     default_outputs: tuple[str, ...]
     preset: Preprocess
+
+
+class ModelCache:
+    """Models the driver builds for one job, each built once: ``describe``, the shared weights
+    file and calibration all need the same module (a ResNet-50 takes seconds to build). The job
+    owns the cache and ``clear``s it when done, so the memory goes back."""
+
+    def __init__(self) -> None:
+        self._built: dict[ModelSpec, Any] = {}
+
+    def get(self, spec: ModelSpec, build: Callable[[ModelSpec], Any]) -> Any:
+        if spec not in self._built:
+            self._built[spec] = build(spec)
+        return self._built[spec]
+
+    def clear(self) -> None:
+        self._built.clear()
 
 
 @runtime_checkable

@@ -19,7 +19,6 @@ batch is copied on a side stream with a non-blocking copy that the compute strea
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import importlib
 import logging
@@ -35,7 +34,7 @@ from torch import nn
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 from . import kind_of
-from .base import ModelInfo
+from .base import ModelCache, ModelInfo
 
 EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
                                  std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
@@ -109,18 +108,11 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
         raise SpecError(f"weights file {path} does not fit model {spec.ref}: {first}") from None
 
 
-@functools.lru_cache(maxsize=1)
-def driver_module(spec: ModelSpec) -> nn.Module:
-    """The module ``describe`` and ``share_weights`` both need, built once in the driver (a
-    ResNet-50 takes seconds to build); ``forget`` drops it once the driver is done with it."""
-    return build_module(spec)
+def _module(spec: ModelSpec, cache: ModelCache | None) -> nn.Module:
+    return cache.get(spec, build_module) if cache is not None else build_module(spec)
 
 
-def forget() -> None:
-    driver_module.cache_clear()
-
-
-def share_weights(spec: ModelSpec, folder: str) -> str | None:
+def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None) -> str | None:
     """Save the eager module's weights (channels_last) for workers to mmap; None if not eager.
 
     Rewritten on every run (temp file, then rename), so a changed factory never serves stale
@@ -128,7 +120,7 @@ def share_weights(spec: ModelSpec, folder: str) -> str | None:
     """
     if kind_of(spec.ref) not in ("builtin", "factory"):
         return None
-    module = driver_module(spec).to(memory_format=torch.channels_last)
+    module = _module(spec, cache).to(memory_format=torch.channels_last)
     key = hashlib.sha256(f"{spec.ref}|{spec.weights}".encode()).hexdigest()[:12]
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"weights-{key}.pt")
@@ -172,8 +164,8 @@ def _submodule_names(module: nn.Module) -> list[str]:
     return [name for name, _ in module.named_modules() if name]
 
 
-def describe(spec: ModelSpec) -> ModelInfo:
-    module = driver_module(spec)
+def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
+    module = _module(spec, cache)
     preset = EFFICIENTNET_PRESET if kind_of(spec.ref) == "builtin" else IMAGENET_PRESET
     h, w = preset.size
     try:
@@ -196,7 +188,7 @@ class TorchModel:
     threads: int = 0
     precision: str = "fp32"
     shared_weights: str | None = None
-    reuse_driver_module: bool = False  # calibration in the driver: no second build of the model
+    prebuilt: Any = None  # calibration in the driver runs the module describe already built
     module: Any = None
     _captured: dict[str, torch.Tensor] = field(default_factory=dict)
     _hooks: list[Any] = field(default_factory=list)
@@ -208,8 +200,8 @@ class TorchModel:
             torch.set_num_threads(self.threads)
         # a worker on another node (Ray) may not see the driver's file: then it loads its own
         shared = self.shared_weights and os.path.isfile(self.shared_weights)
-        if self.reuse_driver_module:
-            module = driver_module(self.spec)
+        if self.prebuilt is not None:
+            module = self.prebuilt
         else:
             module = (load_shared(self.spec, self.shared_weights) if shared
                       else build_module(self.spec))
@@ -280,7 +272,7 @@ class TorchModel:
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", shared_weights: str | None = None,
-           reuse_driver_module: bool = False) -> TorchModel:
+           prebuilt: Any = None) -> TorchModel:
     return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads,
                       precision=precision, shared_weights=shared_weights,
-                      reuse_driver_module=reuse_driver_module)
+                      prebuilt=prebuilt)
