@@ -67,6 +67,26 @@ def _reap_rings(pids: set[int]) -> None:
                     os.unlink(os.path.join("/dev/shm", name))
 
 
+def _semaphores() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("sem.mp-")}
+
+
+def _reap_semaphores(before: set[str]) -> None:
+    """Unlink queue semaphores that appeared while the cluster ran and that no process maps.
+
+    They belong to loader queues of actors killed with their node: the actor's resource tracker,
+    which would unlink them, died in the same kill (on a real cluster they vanish with the machine).
+    """
+    mapped: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/maps") as f:
+                mapped.update(line.rsplit("/", 1)[-1].strip() for line in f if "/sem.mp-" in line)
+    for name in _semaphores() - before - mapped:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join("/dev/shm", name))
+
+
 class RayCluster:
     """A running cluster: ``add_worker()``, ``kill(node)``, ``ensure_workers()``, ``workers``."""
 
@@ -112,6 +132,7 @@ def local_cluster(workers: int = 2) -> Iterator[RayCluster]:
         p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    semaphores = _semaphores()
     cluster = handle = None
     try:
         cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
@@ -135,6 +156,7 @@ def local_cluster(workers: int = 2) -> Iterator[RayCluster]:
         if handle is not None:
             time.sleep(0.5)  # let the killed processes go before looking at their rings
             _reap_rings(handle.pids | set(stragglers))
+            _reap_semaphores(semaphores)
         shutil.rmtree(tmp, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
