@@ -69,6 +69,10 @@ def execute(spec: JobSpec) -> Report:
     finally:
         restore()
         tracker.close()
+        # every worker is stopped now: a temp file left is from one killed mid-write (its shard
+        # was committed by a retry, or will be by the next run), never part of the output
+        with contextlib.suppress(OSError):
+            ledger.remove_stale_temps(spec.out)
     try:
         refresh_view(spec, job.shards)
     except OSError as exc:  # a full or read-only disk: committed shards stay, a rerun rebuilds it
