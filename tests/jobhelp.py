@@ -12,6 +12,15 @@ BAD = {"bad/truncated.jpg": "truncated", "bad/empty.jpg": "empty", "bad/text.jpg
 RUN = dict(outputs=("features", "logits"), shard_size=8, batch_size=8, progress=False)
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cli(*args: str, timeout: float = 300, prefix: tuple[str, ...] | list[str] = (),
         **kw) -> subprocess.CompletedProcess:
     """Run ``python -m gristmill ARGS`` with the test helpers importable."""

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from jobhelp import TESTS, cli
+from jobhelp import TESTS, alive, cli
+from reliability.faultkit import children
 
 import gristmill
 
@@ -86,28 +87,6 @@ def test_two_cpu_workers_each_load_the_model_once(small_tree, tmp_path):
         assert r.names == names and r["output"].shape == (len(names), 5)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_sigkill_of_the_driver_then_rerun_finishes_without_recomputing(job_tree, reference,
                                                                        tmp_path):
     root, _ = job_tree
@@ -124,13 +103,13 @@ def test_sigkill_of_the_driver_then_rerun_finishes_without_recomputing(job_tree,
         time.sleep(0.1)
         if (out / "shards").exists():
             markers = [n for n in os.listdir(out / "shards") if n.endswith(".json")]
-    workers = _children(driver.pid)
+    workers = children(driver.pid)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert 4 <= len(markers) < 17, "the kill should land mid-run"
     for pid in workers:  # workers and loaders follow their parent
         for _ in range(100):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.05)
         else:

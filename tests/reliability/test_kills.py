@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from faultkit import TINY, make_images, run, shm_segments, start, wait_for, workers_and_loaders
+from jobhelp import alive
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +103,8 @@ def test_driver_sigkill_then_resume(images, reference, tmp_path):
             job.kill()
     before = _markers(out)
     assert 4 <= len(before) < 20
-    orphans = [p for p in family[0] + family[1] if _alive(p)]
-    assert wait_for(lambda: not [p for p in orphans if _alive(p)], timeout=5), orphans
+    orphans = [p for p in family[0] + family[1] if alive(p)]
+    assert wait_for(lambda: not [p for p in orphans if alive(p)], timeout=5), orphans
     assert wait_for(lambda: not shm_segments_of(job.pid), timeout=10), shm_segments_of(job.pid)
     again = run(str(images[0]), "-o", str(out), *JOB)
     assert again.returncode == 0, again.stderr
@@ -113,11 +114,3 @@ def test_driver_sigkill_then_resume(images, reference, tmp_path):
     assert kept == set(before), "a committed shard was recomputed"
     assert f"{len(before)} already done" in again.stderr
     assert_same(features(out), reference)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
