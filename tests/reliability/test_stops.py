@@ -18,6 +18,7 @@ from faultkit import (
     wait_for,
     workers_and_loaders,
 )
+from jobhelp import alive
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,8 @@ def test_stop_leaves_nothing_behind_and_resumes(images, tmp_path, how):
     assert "stopped" in stderr
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
     # the resource tracker may take a moment to see the driver's end; nothing may stay longer
-    left = wait_for(lambda: not [p for p in family if _live(p)], timeout=5)
-    assert left, [_cmd(p) for p in family if _live(p)]
+    left = wait_for(lambda: not [p for p in family if alive(p)], timeout=5)
+    assert left, [_cmd(p) for p in family if alive(p)]
     assert not {s for s in shm_segments() if s.startswith(f"gristmill-{job.pid}-")}
     assert not list((out / "shards").glob("*.tmp"))
     again = run(str(images), "-o", str(out), *JOB)
@@ -67,14 +68,6 @@ def _cmd(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "?"
-
-
-def _live(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_stalled_worker_is_replaced(images, tmp_path):

@@ -79,15 +79,19 @@ def read_prototxt(path: str) -> pb.NetParameter:
     return upgrade(net)
 
 
+def _parse_binary(path: str, what: str, kind: str, into: message.Message) -> None:
+    """Parse the binary protobuf at ``path`` into ``into``; one-line SpecError if it is not one."""
+    data = _read(path, MAX_CAFFEMODEL_BYTES, what)
+    try:
+        into.ParseFromString(data)
+    except (message.DecodeError, RuntimeError) as e:
+        raise SpecError(f"{what} {path} is truncated or not a {kind} ({_one_line(e)})") from None
+
+
 def read_caffemodel(path: str) -> pb.NetParameter:
     """The net (with weights) in a binary .caffemodel, upgraded to V2 layers."""
-    data = _read(path, MAX_CAFFEMODEL_BYTES, "caffemodel")
     net = pb.NetParameter()
-    try:
-        net.ParseFromString(data)
-    except (message.DecodeError, RuntimeError) as e:
-        raise SpecError(f"caffemodel {path} is truncated or not a caffemodel "
-                        f"({_one_line(e)})") from None
+    _parse_binary(path, "caffemodel", "caffemodel", net)
     if not net.layer and not net.layers:
         raise SpecError(f"caffemodel {path} holds no layers: not a caffemodel?")
     return upgrade(net)
@@ -95,13 +99,8 @@ def read_caffemodel(path: str) -> pb.NetParameter:
 
 def read_mean(path: str) -> np.ndarray:
     """The mean image (C, H, W) in a ``.binaryproto`` (a BlobProto from compute_image_mean)."""
-    data = _read(path, MAX_CAFFEMODEL_BYTES, "mean file")
     blob = pb.BlobProto()
-    try:
-        blob.ParseFromString(data)
-    except (message.DecodeError, RuntimeError) as e:
-        raise SpecError(f"mean file {path} is truncated or not a binaryproto "
-                        f"({_one_line(e)})") from None
+    _parse_binary(path, "mean file", "binaryproto", blob)
     array = blob_array(blob, where=f"mean file {path}")
     if array.ndim == 4:
         array = array[0]
