@@ -2,11 +2,12 @@
 
 Both runs use two workers of one thread and one loader each (the Ray one: one actor per node), the
 bundled EfficientNet-Lite0, and the same real photos; the rate is items over the run's wall time,
-worker start-up included. On one machine Ray cannot be faster: the ratio shows what the engine
-costs (actor start, remote calls, receipts). Usage::
+worker start-up included; with repeats each engine's best run counts (the first run of this
+process also pays the driver's imports). On one machine Ray cannot be faster: the ratio shows what
+the engine costs (actor start, remote calls, receipts). Usage::
 
     PYTHONPATH=src python benchmarks/ray_overhead.py --size small   # 210 photos, one run each
-    PYTHONPATH=src python benchmarks/ray_overhead.py --size full    # 420 photos
+    PYTHONPATH=src python benchmarks/ray_overhead.py --size full    # 1680 photos, best of two each
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "ray")]
 
-SIZES = {"small": (15, 1), "full": (30, 1)}  # photo folders (14 photos each), repeats
+SIZES = {"small": (15, 1), "full": (30, 2)}  # photo folders (14 photos each), best of repeats
 PARTS = {"small": 1, "full": 4}  # copies of the tree: a longer run spreads the start-up of both
 OPTIONS = {"batch_size": 16, "shard_size": 64, "device": "cpu", "threads": 1, "loaders": 1,
            "workers": 2, "progress": False, "overwrite": True}

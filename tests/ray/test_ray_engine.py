@@ -71,6 +71,34 @@ def test_ray_matches_local(ray_cluster, tree210, reference, tmp_path) -> None:
     assert_same(tmp_path / "out", reference)
 
 
+def test_actors_start_with_one_malloc_arena(ray_cluster, tree210, tmp_path) -> None:
+    """An actor's model runs on a non-main thread: without one arena it page-faults per batch.
+
+    The environment is read from /proc while the actor lives (at its WorkerReady).
+    """
+    from gristmill import ledger
+    from gristmill.engines.messages import WorkerReady
+    from gristmill.engines.ray import RayEngine
+    from gristmill.job import prepare
+    from gristmill.spec import JobSpec
+
+    ray_cluster.ensure_workers()
+    job = prepare(JobSpec(sources=(str(tree210[0]),), out=str(tmp_path / "out"), engine="ray",
+                          **OPTIONS))
+    environments: list[bytes] = []
+
+    def on_event(message: Any) -> None:
+        if isinstance(message, WorkerReady):
+            with open(f"/proc/{message.pid}/environ", "rb") as f:
+                environments.append(f.read())
+
+    engine = RayEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
+                       on_event)
+    assert not engine.run(job.pending)
+    assert len(environments) == 2
+    assert all(b"\0MALLOC_ARENA_MAX=1\0" in b"\0" + env for env in environments)
+
+
 def test_ray_resumes_from_markers(ray_cluster, tree210, reference, tmp_path) -> None:
     """A driver that died after some shards is rerun: only the missing shards run again."""
     ray_cluster.ensure_workers()

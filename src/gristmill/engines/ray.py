@@ -44,6 +44,7 @@ from typing import Any
 
 from ..errors import JobFailed
 from ..spec import JobSpec
+from ..tuning import ALLOCATOR_ENV
 from . import ray_worker
 from .messages import Receipt, ShardFailed, ShardTask
 from .runner import WorkerPlan
@@ -118,6 +119,7 @@ class RayEngine:
             num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0,
             max_concurrency=4,  # submit and poll run beside the pump thread
             scheduling_strategy="SPREAD", name=None,
+            runtime_env={"env_vars": ALLOCATOR_ENV},  # merged with the job's own runtime_env
         ).remote(self.spec, self.inputs_path, plan)
         return _Actor(plan, handle, handle.setup.remote())
 
