@@ -176,6 +176,7 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
     with the limit; ``seconds`` is end to end, comparable with the alternatives.
     """
     from gristmill import api, ledger
+    from gristmill.engines import forkserver
     from gristmill.engines.local import LocalEngine
     from gristmill.engines.messages import Progress, WorkerReady
     from gristmill.job import prepare
@@ -184,7 +185,8 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
     start = time.perf_counter()
     spec = JobSpec(sources=(folder,), out=out, model=ModelSpec(ref=ref), outputs=("features",),
                    overwrite=True, progress=False, **options)
-    job = prepare(spec)
+    warmup = forkserver.warm()
+    job = prepare(spec, settle=warmup.settle)
     seen: list[tuple[float, int]] = []
     workers: list[dict[str, Any]] = []
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import ledger
+from .engines import forkserver
 from .errors import JobFailed
 from .job import prepare
 from .progress import Report, Tracker
@@ -51,7 +52,9 @@ def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
 
 def execute(spec: JobSpec) -> Report:
     """Prepare, run the pending shards on the spec's engine, and refresh ``features.h5``."""
-    job = prepare(spec)
+    spec.check()  # before starting anything for it
+    warmup = forkserver.warm() if spec.engine == "local" else None  # overlaps the preparation
+    job = prepare(spec, settle=warmup.settle if warmup else None)
     spec = job.spec
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
                     shards_skipped=len(job.done), resumed=job.resumed)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,8 +136,12 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobS
     return resolved, devices
 
 
-def prepare(spec: JobSpec) -> PreparedJob:
-    """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger."""
+def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> PreparedJob:
+    """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger.
+
+    ``settle`` is called before the calibration timings (the engine's own start-up, running
+    beside this, waits there so that it does not skew them).
+    """
     cache = models.ModelCache()  # describe, shared weights and calibration build the model once
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
@@ -160,6 +165,8 @@ def prepare(spec: JobSpec) -> PreparedJob:
     if len(done) < len(shards) and devices[0] == "cpu":
         shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache)
     if len(done) < len(shards) and needs_calibration(spec, devices):
+        if settle is not None:
+            settle()
         rates = calibrate(spec, inputs, cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     cache.clear()  # the driver is done with its model

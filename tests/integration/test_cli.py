@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from jobhelp import TESTS, alive, cli
-from reliability.faultkit import children
+from reliability.faultkit import descendants
 
 import gristmill
 
@@ -103,7 +103,7 @@ def test_sigkill_of_the_driver_then_rerun_finishes_without_recomputing(job_tree,
         time.sleep(0.1)
         if (out / "shards").exists():
             markers = [n for n in os.listdir(out / "shards") if n.endswith(".json")]
-    workers = children(driver.pid)
+    workers = descendants(driver.pid)  # fork server, workers, loaders
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert 4 <= len(markers) < 17, "the kill should land mid-run"

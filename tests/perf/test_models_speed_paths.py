@@ -86,3 +86,33 @@ def test_cuda_fp16_autocast_returns_float32(shared: str) -> None:
                        shared_weights=shared)
     model.setup()
     assert model.predict(np.zeros((2, 3, 224, 224), np.float32))["features"].dtype == np.float32
+
+
+
+def test_building_a_factory_on_meta_skips_its_initialisers(tmp_path: Path) -> None:
+    """A factory's ``nn.init`` calls on meta tensors would import torch._dynamo in every worker
+    (measured 1.4 s and 67 MB for a ResNet-50); the mapped module still gets every saved value.
+    Run in a fresh interpreter: this one has imported everything already."""
+    import os
+    import subprocess
+    import sys
+
+    ref = "models_for_tests:initialised_cnn"
+    path = share_weights(ModelSpec(ref=ref), str(tmp_path))
+    code = (
+        "import sys, torch\n"
+        "from gristmill.models.torch import load_shared\n"
+        "from gristmill.spec import ModelSpec\n"
+        f"module = load_shared(ModelSpec(ref={ref!r}), {path!r})\n"
+        "assert 'torch._dynamo' not in sys.modules, 'the meta build imported torch._dynamo'\n"
+        f"state = torch.load({path!r}, weights_only=True)\n"
+        "assert module.state_dict().keys() == state.keys()\n"
+        "for k, v in module.state_dict().items():\n"
+        "    assert torch.equal(v, state[k]), k\n"
+        "print('ok', len(state))\n")
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, *sys.path])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "8"]

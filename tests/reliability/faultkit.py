@@ -96,9 +96,10 @@ def _spawned(pid: int) -> bool:
 
 
 def workers_and_loaders(driver: int) -> tuple[list[int], list[int]]:
-    """The driver's worker processes (spawned children) and their loaders (spawned grandchildren);
-    the resource tracker (not spawn_main) is neither."""
-    workers = [p for p in children(driver) if _spawned(p)]
+    """The driver's worker processes (children of its fork server) and their loaders (spawned
+    children of the workers); the resource tracker and the fork server itself are neither."""
+    servers = [p for p in children(driver) if b"forkserver" in _cmdline(p)]
+    workers = [p for s in servers for p in children(s)]
     loaders = [q for p in workers for q in children(p) if _spawned(q)]
     return workers, loaders
 

@@ -3,9 +3,10 @@
 Process tree::
 
     driver (this process)         plans, hands out shards, watches liveness, builds features.h5
-    ├── worker 0                  ShardRunner: model loaded once, slot ring, commits shards
-    │   ├── loader 0.0 ...        decode into the worker's slots
-    └── worker 1 ...
+    └── fork server               torch and the worker code imported once (see forkserver.py)
+        ├── worker 0              ShardRunner: model loaded once, slot ring, commits shards
+        │   ├── loader 0.0 ...    decode into the worker's slots
+        └── worker 1 ...
 
 Each worker talks to the driver through its own pipe (a process killed mid-message can corrupt only
 its own pipe, never a queue shared with the others). The driver keeps at most ``PREFETCH`` shards in
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -42,6 +42,7 @@ from ..loader.process import die_with_parent
 from ..loader.ring import RingSpec, unlink
 from ..sources import InputList
 from ..spec import JobSpec
+from . import forkserver
 from .messages import (
     Receipt,
     ShardFailed,
@@ -60,12 +61,14 @@ POLL = 0.25
 JOIN_SECONDS = 10.0
 
 
-def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connection,
-                parent: int) -> None:
-    """Body of a worker process: set up once, then run shards until ``Stop``."""
+def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connection) -> None:
+    """Body of a worker process: set up once, then run shards until ``Stop``.
+
+    The driver's end of ``conn`` closes when the driver dies, whatever kills it: the next poll
+    then reads EOF and the worker stops (its parent, the fork server, also exits with the driver,
+    and PR_SET_PDEATHSIG kills the worker at once).
+    """
     die_with_parent()
-    if os.getppid() != parent:
-        return  # the driver died while this process was starting: PDEATHSIG came too late
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
     ready = False  # a failure before WorkerReady (model, ring, loaders) fails the whole job
     try:
@@ -74,7 +77,7 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
         conn.send(WorkerReady(plan.index, os.getpid(), plan.device, plan.threads, plan.loaders,
                               time.perf_counter() - start))
         ready = True
-        while os.getppid() == parent:
+        while True:
             while conn.poll():
                 message = conn.recv()
                 if isinstance(message, Stop):
@@ -111,7 +114,7 @@ class LocalEngine:
                  on_event: Callable[[Any], None]) -> None:
         self.spec, self.inputs_path, self.plans = spec, inputs_path, workers
         self.on_event = on_event
-        self.ctx = mp.get_context("spawn")
+        self.ctx = forkserver.context()
         self.workers: list[_Worker] = []
         self.queue = ShardQueue((), spec.max_attempts, on_event)
         self.deaths = 0
@@ -121,7 +124,7 @@ class LocalEngine:
         plan.ring_name = RingSpec.new(plan.slots, plan.batch_size, item_shape).name
         ours, theirs = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{plan.index}",
-                                   args=(self.spec, self.inputs_path, plan, theirs, os.getpid()),
+                                   args=(self.spec, self.inputs_path, plan, theirs),
                                    daemon=False)
         process.start()
         theirs.close()
