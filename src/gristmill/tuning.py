@@ -32,13 +32,13 @@ SLOW_BATCH_SECONDS = 0.5  # calibration stops after the warm-up batch when it to
 # that the kernel must zero-fill page by page (measured: 9.8 -> 16.2 img/s on ResNet-50, 2 cores).
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+TRIM_THRESHOLD_BYTES = 1 << 30
 # A thread's first allocation gives it a glibc arena of its own, made of mmapped 64 MB heaps that
 # glibc unmaps as soon as they empty, whatever the settings above: a model run on such a thread (a
 # Ray actor's, which has no main thread to offer) page-faults on every large tensor again (measured:
 # 115k faults per batch, 40 % slower). The limit is read once per process, before its first extra
 # arena, so it must be in the environment the process starts with.
 ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1"}
-TRIM_THRESHOLD_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)

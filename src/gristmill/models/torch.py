@@ -132,7 +132,7 @@ def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None)
 
 
 class _SkipInitOnMeta(TorchFunctionMode):
-    """Make in-place calls on meta tensors (a factory's ``nn.init.*_``) no-ops.
+    """Make value writes to meta tensors (a factory's ``nn.init.*_`` calls) no-ops.
 
     Their values would be replaced by the mapped weights anyway, and on the meta device torch runs
     them through its Python reference kernels, whose first use imports ``torch._dynamo`` and sympy:
@@ -142,13 +142,19 @@ class _SkipInitOnMeta(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name.endswith("_") and not name.endswith("__"):
-            # the tensor changed in place: first positional, or ``tensor=`` (nn.init's own calls)
+        # only calls that write values: one that changes a shape (resize_, t_) must still run
+        if (getattr(func, "__module__", None) == "torch.nn.init"
+                or getattr(func, "__name__", "") in _VALUE_WRITES):
+            # the tensor written: first positional, or ``tensor=`` (nn.init's own calls)
             target = args[0] if args else kwargs.get("tensor")
             if isinstance(target, torch.Tensor) and target.is_meta:
                 return target
         return func(*args, **kwargs)
+
+
+_VALUE_WRITES = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "copy_", "random_", "bernoulli_", "exponential_",
+    "log_normal_", "cauchy_", "geometric_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_"})
 
 
 def load_shared(spec: ModelSpec, path: str) -> nn.Module:
