@@ -34,7 +34,7 @@ def context() -> BaseContext:
 
 
 def _noop() -> None:
-    pass
+    """The probe's body: its start is the point (the server answers once preloaded)."""
 
 
 class Warmup:
