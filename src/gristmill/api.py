@@ -53,7 +53,19 @@ def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
 def execute(spec: JobSpec) -> Report:
     """Prepare, run the pending shards on the spec's engine, and refresh ``features.h5``."""
     spec.check()  # before starting anything for it
-    warmup = forkserver.warm() if spec.engine == "local" else None  # overlaps the preparation
+    # the engine's worker processes start now, their imports overlapping the preparation
+    if spec.engine == "ray":
+        from .engines.ray import prestart
+
+        actors = prestart(spec)
+        try:
+            return _execute(spec, None, actors)
+        finally:
+            actors.close()  # the actors the engine did not take (a job that failed early)
+    return _execute(spec, forkserver.warm(), None)
+
+
+def _execute(spec: JobSpec, warmup: forkserver.Warmup | None, actors: Any) -> Report:
     job = prepare(spec, settle=warmup.settle if warmup else None)
     spec = job.spec
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
@@ -63,7 +75,7 @@ def execute(spec: JobSpec) -> Report:
 
     restore = raise_on_sigterm()
     try:
-        engine = _engine(spec, job, tracker)
+        engine = _engine(spec, job, tracker, actors)
         report.shards_failed = engine.run(job.pending)
     except JobFailed:
         with contextlib.suppress(OSError):  # what was committed stays readable
@@ -88,12 +100,12 @@ def execute(spec: JobSpec) -> Report:
     return report
 
 
-def _engine(spec: JobSpec, job: Any, on_event: Any) -> Any:
+def _engine(spec: JobSpec, job: Any, on_event: Any, actors: Any) -> Any:
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     if spec.engine == "ray":
         from .engines.ray import RayEngine
 
-        return RayEngine(spec, inputs_path, job.workers, on_event)
+        return RayEngine(spec, inputs_path, job.workers, on_event, actors)
     from .engines.local import LocalEngine
 
     return LocalEngine(spec, inputs_path, job.workers, on_event)

@@ -100,8 +100,12 @@ def plan_workers(spec: JobSpec, devices: list[str], batch_size: int, *,
 
 
 def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:
-    """A CPU job that left any of workers/threads/loaders to us is worth a two-second probe."""
-    return devices[0] == "cpu" and not (spec.workers and spec.threads and spec.loaders)
+    """A local CPU job that left any of workers/threads/loaders to us is worth a two-second probe.
+
+    (Ray actors are planned from the cluster's nodes, not from this machine's rates.)
+    """
+    return (spec.engine == "local" and devices[0] == "cpu"
+            and not (spec.workers and spec.threads and spec.loaders))
 
 
 def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobSpec, list[str]]:

@@ -28,6 +28,12 @@ up after ``max_attempts`` is reported failed. If no actor is ready for ``SETUP_T
 fails with ``JobFailed``; committed shards stay and a rerun resumes from the markers, as a driver
 restart does.
 
+Start-up: a fresh Ray worker process imports torch and the worker code before it can load a model
+(seconds). ``Actors.prestart`` starts the actors as soon as the job's spec is checked
+(``api.execute``), so those imports run while the driver prepares the job; the engine then gives
+each actor the prepared job in ``setup``. CPU actors map the weights file the driver saved
+(``OUT/cache``, on the shared filesystem) instead of building the model themselves.
+
 Shutdown order (written once, here): ask every actor to ``teardown`` (stop the pump, stop its
 loaders, unlink its ring), wait up to ``JOIN_SECONDS``, then ``ray.kill`` every actor, live or
 pending; finally stop the local Ray if this job started one.
@@ -36,6 +42,7 @@ pending; finally stop the local Ray if this job started one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -69,17 +76,70 @@ class _Actor:
     ready: bool = False
 
 
+class Actors:
+    """Connects to the cluster, plans the actors' shape and starts ``RunnerActor``s of it.
+
+    ``prestart()`` starts the job's first actors ahead of ``RayEngine.run``, which ``take``s them;
+    ``close()`` kills the ones never taken and stops a local Ray this job started (both
+    idempotent, so a job that fails while it is prepared leaves nothing behind).
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        ray_worker.connect(spec.ray_address)  # first: without Ray installed, a SpecError
+        import ray
+
+        try:
+            self.shape = ray_worker.plan_actors(spec, ray_worker.alive_nodes())
+        except BaseException:
+            ray_worker.disconnect()
+            raise
+        self.actor_class = ray.remote(ray_worker.RunnerActor)
+        self.spare: list[Any] = []
+
+    def prestart(self) -> Actors:
+        self.spare = [self.new() for _ in range(self.shape.count)]
+        return self
+
+    def new(self) -> Any:
+        return self.actor_class.options(
+            num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0,
+            max_concurrency=4,  # submit and poll run beside the pump thread
+            scheduling_strategy="SPREAD", name=None,
+            runtime_env={"env_vars": ALLOCATOR_ENV},  # merged with the job's own runtime_env
+        ).remote()
+
+    def take(self) -> Any:
+        return self.spare.pop(0) if self.spare else self.new()
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.spare:
+            with contextlib.suppress(Exception):
+                ray.kill(handle, no_restart=True)
+        self.spare = []
+        ray_worker.disconnect()
+
+
+def prestart(spec: JobSpec) -> Actors:
+    """Connect and start the job's actors now (their imports overlap the job's preparation)."""
+    return Actors(spec).prestart()
+
+
 class RayEngine:
     """Runs a prepared job's pending shards on Ray actors (see module docstring).
 
     Same contract as ``LocalEngine``: ``run(shards)`` returns the shards given up, with reasons,
-    and raises ``JobFailed`` when the job cannot go on. ``workers`` (the local plan) is not used:
-    the actors are planned from the cluster's resources.
+    and raises ``JobFailed`` when the job cannot go on. Of ``workers`` (the local plan) only the
+    shared weights file is used: the actors are planned from the cluster's resources. ``actors``
+    are the ones ``prestart`` started for this job, if any.
     """
 
     def __init__(self, spec: JobSpec, inputs_path: str, workers: list[WorkerPlan],
-                 on_event: Callable[[Any], None]) -> None:
+                 on_event: Callable[[Any], None], actors: Actors | None = None) -> None:
         self.spec, self.inputs_path, self.on_event = spec, inputs_path, on_event
+        self.shared_weights = workers[0].shared_weights if workers else None
+        self.pool = actors
         self.actors: list[_Actor] = []
         self.queue = ShardQueue((), spec.max_attempts, on_event)
         self.deaths = 0
@@ -90,9 +150,8 @@ class RayEngine:
         """Run ``shards``; return the ones given up, with their reasons."""
         import ray
 
-        ray_worker.connect(self.spec.ray_address)
-        self.shape = ray_worker.plan_actors(self.spec, ray_worker.alive_nodes())
-        self.actor_class = ray.remote(ray_worker.RunnerActor)
+        pool = self.pool = self.pool or Actors(self.spec)
+        self.shape = pool.shape
         self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
         try:
             self.actors = [self._start() for _ in range(self.shape.count)]
@@ -108,20 +167,17 @@ class RayEngine:
                 self._supervise()
         finally:
             self._shutdown()
-            ray_worker.disconnect()
+            pool.close()
         return self.queue.failed
 
     # -- actors --------------------------------------------------------------------------------
     def _start(self) -> _Actor:
-        plan = self.shape.plan(self.next_index, self.spec)
+        assert self.pool is not None
+        plan = dataclasses.replace(self.shape.plan(self.next_index, self.spec),
+                                   shared_weights=self.shared_weights)
         self.next_index += 1
-        handle = self.actor_class.options(
-            num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0,
-            max_concurrency=4,  # submit and poll run beside the pump thread
-            scheduling_strategy="SPREAD", name=None,
-            runtime_env={"env_vars": ALLOCATOR_ENV},  # merged with the job's own runtime_env
-        ).remote(self.spec, self.inputs_path, plan)
-        return _Actor(plan, handle, handle.setup.remote())
+        handle = self.pool.take()
+        return _Actor(plan, handle, handle.setup.remote(self.spec, self.inputs_path, plan))
 
     def _assign(self) -> None:
         for actor in self.actors:

@@ -140,10 +140,17 @@ def resolve_cluster(spec: JobSpec) -> list[str]:
 
 
 class RunnerActor:
-    """One gristmill worker as a Ray actor (see module docstring). Methods return small values."""
+    """One gristmill worker as a Ray actor (see module docstring). Methods return small values.
 
-    def __init__(self, spec: JobSpec, inputs_path: str, plan: WorkerPlan) -> None:
-        self.spec, self.inputs_path, self.plan = spec, inputs_path, plan
+    The constructor only imports what a worker runs (torch, the runner, the model backends): the
+    engine starts actors before the job is prepared, so those seconds overlap the driver's own
+    preparation; ``setup`` then gets the prepared job.
+    """
+
+    def __init__(self) -> None:
+        import gristmill.engines.preload  # noqa: F401
+
+        self.plan: WorkerPlan | None = None
         self.runner: ShardRunner | None = None
         self.inbox: queue.Queue[ShardTask] = queue.Queue()
         self.outbox: queue.Queue[Any] = queue.Queue()
@@ -152,10 +159,11 @@ class RunnerActor:
         self.setup_error: BaseException | None = None
         self.pump: threading.Thread | None = None
 
-    def setup(self) -> WorkerReady:
+    def setup(self, spec: JobSpec, inputs_path: str, plan: WorkerPlan) -> WorkerReady:
         """Load the model, start loaders and the pump; raises what the model load raised."""
         start = time.perf_counter()
-        self.runner = ShardRunner(self.spec, InputList.load(self.inputs_path), self.plan)
+        self.plan = plan
+        self.runner = ShardRunner(spec, InputList.load(inputs_path), plan)
         # The pump thread sets the runner up: loader processes die with the thread that started
         # them (PR_SET_PDEATHSIG), so they must belong to the thread that lives until teardown,
         # not to one of Ray's method threads.
@@ -166,8 +174,7 @@ class RunnerActor:
         started.wait()
         if self.setup_error is not None:
             raise self.setup_error
-        p = self.plan
-        return WorkerReady(p.index, os.getpid(), p.device, p.threads, p.loaders,
+        return WorkerReady(plan.index, os.getpid(), plan.device, plan.threads, plan.loaders,
                            time.perf_counter() - start)
 
     def submit(self, task: ShardTask) -> None:
@@ -184,7 +191,7 @@ class RunnerActor:
             while True:
                 messages.append(self.outbox.get_nowait())
         if self.error is not None and not messages:
-            raise RuntimeError(f"worker {self.plan.index} failed: {self.error}")
+            raise RuntimeError(f"worker {self._index()} failed: {self.error}")
         items = sum(m.items for m in messages if isinstance(m, Progress))
         rest = [m for m in messages if not isinstance(m, Progress)]
         return ([Progress(items)] if items else []) + rest
@@ -196,6 +203,9 @@ class RunnerActor:
         if self.runner is not None:
             self.runner.teardown()
             self.runner = None
+
+    def _index(self) -> int:
+        return self.plan.index if self.plan is not None else -1
 
     def _pump(self, started: threading.Event) -> None:
         runner = self.runner
@@ -220,4 +230,4 @@ class RunnerActor:
                         runner.submit(self.inbox.get(timeout=0.2))
         except Exception:
             self.error = traceback.format_exc(limit=5)
-            log.error("worker %d failed:\n%s", self.plan.index, self.error)
+            log.error("worker %d failed:\n%s", self._index(), self.error)
