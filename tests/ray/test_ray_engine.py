@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import gristmill
-from gristmill import ledger
+from gristmill import job, ledger
 from gristmill.errors import JobFailed
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -71,32 +71,55 @@ def test_ray_matches_local(ray_cluster, tree210, reference, tmp_path) -> None:
     assert_same(tmp_path / "out", reference)
 
 
-def test_actors_start_with_one_malloc_arena(ray_cluster, tree210, tmp_path) -> None:
-    """An actor's model runs on a non-main thread: without one arena it page-faults per batch.
+def _boot_seconds_at_start(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    The environment is read from /proc while the actor lives (at its WorkerReady).
+
+def test_actors_start_early_with_one_arena_and_the_shared_weights(ray_cluster, tree210, tmp_path,
+                                                                   monkeypatch) -> None:
+    """What an actor process looks like, read from /proc while it lives (at its WorkerReady).
+
+    It was started before the driver finished preparing the job (its imports overlap that); its
+    environment limits glibc to one arena (its model runs on a non-main thread: without it every
+    batch page-faults); it maps the weights file the driver saved instead of building the model.
     """
-    from gristmill import ledger
+    from gristmill import api
     from gristmill.engines.messages import WorkerReady
     from gristmill.engines.ray import RayEngine
-    from gristmill.job import prepare
-    from gristmill.spec import JobSpec
 
     ray_cluster.ensure_workers()
-    job = prepare(JobSpec(sources=(str(tree210[0]),), out=str(tmp_path / "out"), engine="ray",
-                          **OPTIONS))
-    environments: list[bytes] = []
+    prepared: list[float] = []
+    actors: list[tuple[float, bytes, str]] = []
+    real_prepare, real_init = api.prepare, RayEngine.__init__
 
-    def on_event(message: Any) -> None:
-        if isinstance(message, WorkerReady):
-            with open(f"/proc/{message.pid}/environ", "rb") as f:
-                environments.append(f.read())
+    def prepare(*args: Any, **kwargs: Any) -> Any:
+        job = real_prepare(*args, **kwargs)
+        prepared.append(time.clock_gettime(time.CLOCK_BOOTTIME))
+        return job
 
-    engine = RayEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
-                       on_event)
-    assert not engine.run(job.pending)
-    assert len(environments) == 2
-    assert all(b"\0MALLOC_ARENA_MAX=1\0" in b"\0" + env for env in environments)
+    def init(self: RayEngine, spec: Any, inputs: str, workers: Any, on_event: Any,
+             *rest: Any) -> None:
+        def seen(message: Any) -> None:
+            if isinstance(message, WorkerReady):
+                with open(f"/proc/{message.pid}/environ", "rb") as env, \
+                        open(f"/proc/{message.pid}/maps") as maps:
+                    actors.append((_boot_seconds_at_start(message.pid), env.read(), maps.read()))
+            on_event(message)
+
+        real_init(self, spec, inputs, workers, seen, *rest)
+
+    monkeypatch.setattr(api, "prepare", prepare)
+    monkeypatch.setattr(RayEngine, "__init__", init)
+    out = tmp_path / "out"
+    assert run(tree210[0], out, engine="ray").complete
+    assert len(prepared) == 1 and len(actors) == 2
+    weights = os.path.realpath(out / job.CACHE_DIR)
+    for started, environ, maps in actors:
+        assert started < prepared[0]
+        assert b"\0MALLOC_ARENA_MAX=1\0" in b"\0" + environ
+        assert weights in maps
 
 
 def test_ray_resumes_from_markers(ray_cluster, tree210, reference, tmp_path) -> None:
