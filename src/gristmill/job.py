@@ -167,7 +167,8 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> Prepared
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
     shared = None
     if len(done) < len(shards) and devices[0] == "cpu":
-        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache)
+        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache,
+                                      spec.outputs)
     if len(done) < len(shards) and needs_calibration(spec, devices):
         if settle is not None:
             settle()

@@ -91,13 +91,15 @@ def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: i
                                 **options)
 
 
-def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None) -> str | None:
-    """Driver: save the weights once for CPU workers to map (None when the backend cannot)."""
+def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
+                  outputs: tuple[str, ...] = ()) -> str | None:
+    """Driver: save the weights once for CPU workers to map (None when the backend cannot);
+    ``outputs`` are the job's, whose modules the saved inference graph keeps as they are."""
     if _BACKENDS[kind_of(spec.ref)] != "gristmill.models.torch":
         return None
     from .torch import share_weights as save
 
-    return save(spec, folder, cache)
+    return save(spec, folder, cache, outputs)
 
 
 __all__ = ["Model", "ModelCache", "ModelInfo", "check_outputs", "create", "describe", "kind_of",

@@ -36,6 +36,7 @@ from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 from . import kind_of
 from .base import ModelCache, ModelInfo
+from .fold import for_inference
 
 EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
                                  std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
@@ -113,15 +114,18 @@ def _module(spec: ModelSpec, cache: ModelCache | None) -> nn.Module:
     return cache.get(spec, build_module) if cache is not None else build_module(spec)
 
 
-def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None) -> str | None:
-    """Save the eager module's weights (channels_last) for workers to mmap; None if not eager.
+def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
+                  keep: tuple[str, ...] = ()) -> str | None:
+    """Save the eager module's weights for workers to mmap; None if not eager.
 
+    The weights are those of ``fold.for_inference(module, keep)`` (``keep``: the outputs the
+    workers hook), in channels_last, which is what ``load_shared`` with the same ``keep`` expects.
     Rewritten on every run (temp file, then rename), so a changed factory never serves stale
     weights; a worker still holding the old file keeps its own mapping.
     """
     if kind_of(spec.ref) not in ("builtin", "factory"):
         return None
-    module = _module(spec, cache).to(memory_format=torch.channels_last)
+    module = for_inference(_module(spec, cache), keep).to(memory_format=torch.channels_last)
     key = hashlib.sha256(f"{spec.ref}|{spec.weights}".encode()).hexdigest()[:12]
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"weights-{key}.pt")
@@ -157,19 +161,21 @@ _VALUE_WRITES = frozenset({
     "log_normal_", "cauchy_", "geometric_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_"})
 
 
-def load_shared(spec: ModelSpec, path: str) -> nn.Module:
-    """The module with its tensors mapped from ``path`` (shared pages); a private copy if the
-    module cannot be built on the meta device or keeps tensors the file lacks."""
+def load_shared(spec: ModelSpec, path: str, keep: tuple[str, ...] = ()) -> nn.Module:
+    """The inference module (``fold.for_inference`` with ``keep``) with its tensors mapped from
+    ``path`` (shared pages), as ``share_weights`` saved them; a private copy if the module cannot
+    be built on the meta device or keeps tensors the file lacks."""
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     try:
         with _SkipInitOnMeta(), torch.device("meta"):
             module = build_module(spec, pretrained=False)
+        module = for_inference(module, keep)
         module.load_state_dict(state, assign=True)
         tensors = [*module.parameters(), *module.buffers()]
         if any(t.is_meta for t in tensors):
             raise ValueError("tensors outside the state dict")
     except Exception:
-        module = build_module(spec, pretrained=False)
+        module = for_inference(build_module(spec, pretrained=False), keep)
         module.load_state_dict(state)
     return module.eval()
 
@@ -229,9 +235,12 @@ class TorchModel:
         shared = self.shared_weights and os.path.isfile(self.shared_weights)
         if self.prebuilt is not None:
             module = self.prebuilt
+        elif shared:
+            module = load_shared(self.spec, self.shared_weights, self.outputs)
         else:
-            module = (load_shared(self.spec, self.shared_weights) if shared
-                      else build_module(self.spec))
+            module = build_module(self.spec)
+            if kind_of(self.spec.ref) in ("builtin", "factory"):
+                module = for_inference(module, self.outputs)
         self.device = str(torch.device(self.device))
         if self.device.startswith("cuda"):
             self._stream = torch.cuda.Stream(self.device)
