@@ -93,10 +93,13 @@ def plan_workers(spec: JobSpec, devices: list[str], batch_size: int, *,
         gpus = len(devices)
     budget = choose_budget(cores, *rates, gpus=gpus, workers=spec.workers, threads=spec.threads,
                            loaders=spec.loaders, slots=spec.slots)
+    turns = 0
     if not gpus:
         devices = ["cpu"] * budget.workers
-    return [WorkerPlan(i, d, budget.threads, budget.loaders, budget.slots, batch_size)
-            for i, d in enumerate(devices)]
+        if budget.workers * budget.threads > cores:  # more model threads than cores: take turns
+            turns = max(1, cores // budget.threads)
+    return [WorkerPlan(i, d, budget.threads, budget.loaders, budget.slots, batch_size,
+                       turns=turns) for i, d in enumerate(devices)]
 
 
 def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:

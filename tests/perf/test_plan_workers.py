@@ -27,6 +27,15 @@ def test_explicit_sizes_are_kept(two_cores: None) -> None:
     assert not job.needs_calibration(spec, ["cpu"])
 
 
+def test_workers_that_outnumber_the_cores_take_turns(two_cores: None) -> None:
+    crowded = JobSpec(sources=("x",), out="o", workers=4, threads=1)
+    assert {p.turns for p in job.plan_workers(crowded, ["cpu"], 8)} == {2}
+    fitting = JobSpec(sources=("x",), out="o", workers=2, threads=1)
+    assert {p.turns for p in job.plan_workers(fitting, ["cpu"], 8)} == {0}
+    assert {p.turns for p in job.plan_workers(JobSpec(sources=("x",), out="o"), ["cpu"], 8,
+                                              rates=(300.0, 8.0))} == {0}
+
+
 def test_gpus_get_one_worker_each(two_cores: None) -> None:
     spec = JobSpec(sources=("x",), out="o")
     plans = job.plan_workers(spec, ["cuda:0", "cuda:1"], 128)

@@ -42,7 +42,7 @@ from ..loader.process import die_with_parent
 from ..loader.ring import RingSpec, unlink
 from ..sources import InputList
 from ..spec import JobSpec
-from . import forkserver
+from . import forkserver, turns
 from .messages import (
     Receipt,
     ShardFailed,
@@ -133,8 +133,14 @@ class LocalEngine:
     def run(self, shards: list[Any]) -> dict[int, str]:
         """Run ``shards``; return the ones given up, with their reasons."""
         self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
-        self.workers = [self._start(p) for p in self.plans]
+        count = max((p.turns for p in self.plans), default=0)
+        folder = turns.make(count) if count else ""
+        for plan in self.plans:
+            plan.turns_dir = folder
+        self.workers = []
         try:
+            for plan in self.plans:
+                self.workers.append(self._start(plan))
             while self.queue or any(w.inflight for w in self.workers):
                 self._assign()
                 conns = [w.conn for w in self.workers]
@@ -144,6 +150,8 @@ class LocalEngine:
                 self._supervise()
         finally:
             self._shutdown()
+            if folder:
+                turns.remove(folder)
         return self.queue.failed
 
     def _assign(self) -> None:

@@ -35,7 +35,9 @@ from ..plan import batches
 from ..sinks.hdf5 import write_shard
 from ..sources import InputList, display_name
 from ..spec import JobSpec
+from ..tuning import release_memory
 from .messages import Progress, Receipt, ShardFailed, ShardTask
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class WorkerPlan:
     batch_size: int
     ring_name: str = ""
     shared_weights: str | None = None  # a weights file the driver saved for workers to mmap
+    turns: int = 0  # CPU workers outnumber the cores: this many run their model at once (turns.py)
+    turns_dir: str = ""  # the turn files, made by the engine
 
 
 class ShardRunner:
@@ -74,6 +78,8 @@ class ShardRunner:
         self.pool: LoaderPool | None = None
         self.inflight: dict[int, _InFlight] = {}
         self.loader_restarts = 0
+        self.turns = Turns(plan.turns_dir, plan.turns, plan.index) if (
+            plan.turns and plan.turns_dir) else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -138,8 +144,8 @@ class ShardRunner:
             return out
         try:
             start = time.perf_counter()
-            result = (self.model.predict(self.pool.ring.view(filled.slot)[:len(filled.ok)])
-                      if filled.ok else {})
+            result = self._predict(self.pool.ring.view(filled.slot)[:len(filled.ok)]) if (
+                filled.ok) else {}
             entry.seconds["model"] += time.perf_counter() - start
         except Exception as exc:
             self.pool.free.put(filled.slot)
@@ -153,6 +159,14 @@ class ShardRunner:
         if len(entry.received) == len(entry.spans):
             out.append(self._finish(self.inflight.pop(shard_id)))
         return out
+
+    def _predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self.turns is None:
+            return self.model.predict(batch)
+        with self.turns.take():
+            result = self.model.predict(batch)
+            release_memory()  # before the next worker's turn: only those computing hold a heap
+        return result
 
     def _finish(self, entry: _InFlight) -> Receipt | ShardFailed:
         shard = entry.task.shard

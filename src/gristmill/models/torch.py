@@ -8,8 +8,10 @@ on a zero image in the driver, so a wrong name fails before any worker starts.
 Weights files are read with ``torch.load(weights_only=True)``: a pickle in a weights file cannot run
 code unless the user passes ``trusted_pickle``.
 
-Speed and memory: the driver saves an eager module's weights once (``share_weights``, already in
-channels_last) and every worker builds the module on the meta device and assigns the tensors of a
+Speed and memory: an eager module runs as its inference graph (``fold.for_inference``: BatchNorm
+folded into convolutions, residual additions in place). The driver saves that graph's weights once
+(``share_weights``, already in channels_last) and every worker builds the module on the meta device,
+rewrites it the same way and assigns the tensors of a
 ``torch.load(mmap=True)`` of that file, so CPU workers on one machine share one copy of the weights
 in the page cache. Inference runs under ``inference_mode`` in channels_last; ``precision``
 fp16/bf16 runs it under autocast. On a GPU the slot ring is page-locked (``pin_host``) and each
