@@ -65,19 +65,22 @@ def test_same_outputs_without_batchnorm_and_with_sums_in_place() -> None:
 
 def test_kept_modules_are_not_folded_and_still_hookable() -> None:
     net = _net()
-    fast = for_inference(net, keep=("blocks.0.bn2", "bn"))
+    fast = for_inference(net, keep=("blocks.0.bn2", "bn", "blocks.1"))
     names = dict(fast.named_modules())
     assert isinstance(names["blocks.0.bn2"], nn.BatchNorm2d) and isinstance(names["bn"],
                                                                             nn.BatchNorm2d)
-    assert isinstance(names.get("blocks.1.bn2"), type(None))  # folded away
+    assert "blocks.0.bn1" not in names  # folded away
     seen: dict[str, torch.Tensor] = {}
-    names["blocks.0.bn2"].register_forward_hook(lambda m, i, o: seen.update(fast=o.clone()))
-    dict(net.named_modules())["blocks.0.bn2"].register_forward_hook(
-        lambda m, i, o: seen.update(eager=o.clone()))
+    eager = dict(net.named_modules())
+    for name in ("blocks.0.bn2", "blocks.1"):  # a layer and a whole block (called as one module)
+        names[name].register_forward_hook(lambda m, i, o, n=name: seen.update({n: o.clone()}))
+        eager[name].register_forward_hook(lambda m, i, o, n=name: seen.update({"eager " + n:
+                                                                               o.clone()}))
     x = torch.randn(2, 3, 16, 16)
     with torch.inference_mode():
         net(x), fast(x)
-    torch.testing.assert_close(seen["fast"], seen["eager"], rtol=1e-5, atol=1e-5)
+    for name in ("blocks.0.bn2", "blocks.1"):
+        torch.testing.assert_close(seen[name], seen["eager " + name], rtol=1e-5, atol=1e-5)
 
 
 class Branchy(nn.Module):

@@ -34,11 +34,17 @@ _FRESH_OUTPUT = (nn.Conv2d, nn.BatchNorm2d)  # modules whose output is a new ten
 
 
 class _Tracer(fx.Tracer):
-    """Keeps subclasses of convolution and normalisation layers whole (a "same"-padding Conv2d,
-    say), as ``fx`` does for torch's own: their bodies often depend on the input's shape."""
+    """Keeps whole: subclasses of convolution and normalisation layers (a "same"-padding Conv2d,
+    say), as ``fx`` does for torch's own, since their bodies often depend on the input's shape;
+    and the ``keep`` modules, so that a hooked block is still called as one module."""
+
+    def __init__(self, keep: set[str]) -> None:
+        super().__init__()
+        self.keep = keep
 
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return isinstance(m, _FRESH_OUTPUT) or super().is_leaf_module(m, qualified_name)
+        return (qualified_name in self.keep or isinstance(m, _FRESH_OUTPUT)
+                or super().is_leaf_module(m, qualified_name))
 
 
 def add_into(a: torch.Tensor, b: Any) -> torch.Tensor:
@@ -57,7 +63,7 @@ def for_inference(module: nn.Module, keep: Collection[str] = ()) -> nn.Module:
     """
     if module.training or isinstance(module, torch.jit.ScriptModule):
         return module
-    tracer = _Tracer()
+    tracer = _Tracer(set(keep))
     try:
         traced = fx.GraphModule(module, tracer.trace(module),
                                 type(module).__name__)
