@@ -80,21 +80,22 @@ class Actors:
     """Connects to the cluster, plans the actors' shape and starts ``RunnerActor``s of it.
 
     ``prestart()`` starts the job's first actors ahead of ``RayEngine.run``, which ``take``s them;
-    ``close()`` kills the ones never taken and stops a local Ray this job started (both
-    idempotent, so a job that fails while it is prepared leaves nothing behind).
+    ``close()`` kills the ones never taken and ends the Ray connection this job made (a local Ray
+    it started stops with it); both idempotent, so a job that fails while it is prepared leaves
+    nothing behind.
     """
 
     def __init__(self, spec: JobSpec) -> None:
-        ray_worker.connect(spec.ray_address)  # first: without Ray installed, a SpecError
+        self.spare: list[Any] = []
+        self.connected = ray_worker.connect(spec.ray_address)  # without Ray: a SpecError
         import ray
 
         try:
             self.shape = ray_worker.plan_actors(spec, ray_worker.alive_nodes())
         except BaseException:
-            ray_worker.disconnect()
+            self.close()
             raise
         self.actor_class = ray.remote(ray_worker.RunnerActor)
-        self.spare: list[Any] = []
 
     def prestart(self) -> Actors:
         self.spare = [self.new() for _ in range(self.shape.count)]
@@ -118,7 +119,9 @@ class Actors:
             with contextlib.suppress(Exception):
                 ray.kill(handle, no_restart=True)
         self.spare = []
-        ray_worker.disconnect()
+        if self.connected:
+            self.connected = False
+            ray_worker.disconnect()
 
 
 def prestart(spec: JobSpec) -> Actors:
