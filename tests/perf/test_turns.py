@@ -13,8 +13,8 @@ from gristmill.engines import turns
 CTX = mp.get_context("fork")  # the children only lock files and sleep
 
 
-def _take_and_log(folder: str, index: int, log: str, rounds: int) -> None:
-    mine = turns.Turns(folder, 2, index)
+def _take_and_log(folder: str, log: str, rounds: int) -> None:
+    mine = turns.Turns(folder, 2)
     for _ in range(rounds):
         with mine.take():
             with open(log, "a") as f:
@@ -28,7 +28,7 @@ def test_at_most_count_workers_hold_a_turn_and_all_of_them_are_used(tmp_path: Pa
     folder = turns.make(2)
     log = str(tmp_path / "log")
     try:
-        procs = [CTX.Process(target=_take_and_log, args=(folder, i, log, 4)) for i in range(4)]
+        procs = [CTX.Process(target=_take_and_log, args=(folder, log, 4)) for _ in range(4)]
         for p in procs:
             p.start()
         for p in procs:
@@ -46,29 +46,29 @@ def test_at_most_count_workers_hold_a_turn_and_all_of_them_are_used(tmp_path: Pa
     assert most == 2
 
 
-def _hold(folder: str, index: int, held: object) -> None:
-    with turns.Turns(folder, 2, index).take():
+def _hold(folder: str, held: object) -> None:
+    with turns.Turns(folder, 2).take():
         held.set()  # type: ignore[attr-defined]
         time.sleep(600)
 
 
 def test_a_killed_holder_gives_its_turn_back(tmp_path: Path) -> None:
     folder = turns.make(2)
-    holders = []
+    holders: list = []
     try:
-        for i in range(2):
+        for _ in range(2):
             held = CTX.Event()
-            holders.append(CTX.Process(target=_hold, args=(folder, i, held), daemon=True))
+            holders.append(CTX.Process(target=_hold, args=(folder, held), daemon=True))
             holders[-1].start()
             assert held.wait(10)
         waiter_held = CTX.Event()
-        waiter = CTX.Process(target=_hold, args=(folder, 2, waiter_held), daemon=True)
-        waiter.start()
+        holders.append(CTX.Process(target=_hold, args=(folder, waiter_held), daemon=True))
+        holders[-1].start()
         assert not waiter_held.wait(0.5)  # both turns are taken
-        os.kill(holders[0].pid, signal.SIGKILL)  # no chance to unlock: the kernel does it
-        assert waiter_held.wait(10)
+        os.kill(holders[1].pid, signal.SIGKILL)  # no chance to unlock: the kernel does it
+        assert waiter_held.wait(10)  # whichever turn is freed, a waiter takes it
     finally:
-        for p in [*holders, waiter]:
+        for p in holders:
             p.kill()
             p.join(5)
         turns.remove(folder)

@@ -78,8 +78,7 @@ class ShardRunner:
         self.pool: LoaderPool | None = None
         self.inflight: dict[int, _InFlight] = {}
         self.loader_restarts = 0
-        self.turns = Turns(plan.turns_dir, plan.turns, plan.index) if (
-            plan.turns and plan.turns_dir) else None
+        self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:

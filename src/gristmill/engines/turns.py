@@ -10,7 +10,9 @@ less throughput than four workers competing for the cores). Jobs whose workers f
 (every default budget) have no turns.
 
 A turn is an exclusive ``flock`` on one of ``count`` files in a folder the driver makes: the kernel
-releases it when its holder dies, so a killed worker never keeps a turn.
+releases it when its holder dies, so a killed worker never keeps a turn. A waiting worker tries
+every turn every few milliseconds rather than sleeping on one: a holder that hangs (until the
+driver replaces it as stalled) then holds up nobody but itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 
 
@@ -36,21 +39,21 @@ def remove(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+POLL_SECONDS = 0.005  # a forward pass takes tens of milliseconds or more
+
+
 class Turns:
     """A worker's side: ``with turns.take(): ...`` runs once a turn is free."""
 
-    def __init__(self, folder: str, count: int, index: int) -> None:
+    def __init__(self, folder: str, count: int) -> None:
         self.files = [os.path.join(folder, str(i)) for i in range(count)]
-        self.home = index % count  # where it waits when every turn is taken: spreads the waiters
 
     @contextlib.contextmanager
     def take(self) -> Iterator[None]:
         fds = [os.open(path, os.O_RDWR) for path in self.files]
         try:
-            held = next((fd for fd in fds if _try_lock(fd)), None)
-            if held is None:
-                held = fds[self.home]
-                fcntl.flock(held, fcntl.LOCK_EX)
+            while (held := next((fd for fd in fds if _try_lock(fd)), None)) is None:
+                time.sleep(POLL_SECONDS)
             try:
                 yield
             finally:
