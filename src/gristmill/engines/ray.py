@@ -32,11 +32,12 @@ Start-up: a fresh Ray worker process imports torch and the worker code before it
 (seconds). ``Actors.prestart`` starts the actors as soon as the job's spec is checked
 (``api.execute``), so those imports run while the driver prepares the job; the engine then gives
 each actor the prepared job in ``setup``. CPU actors map the weights file the driver saved
-(``OUT/cache``, on the shared filesystem) instead of building the model themselves.
+(``OUT/.cache``, on the shared filesystem) instead of building the model themselves.
 
 Shutdown order (written once, here): ask every actor to ``teardown`` (stop the pump, stop its
 loaders, unlink its ring), wait up to ``JOIN_SECONDS``, then ``ray.kill`` every actor, live or
-pending; finally stop the local Ray if this job started one.
+pending; finally end the Ray connection this job made (a local Ray it started stops with
+it).
 """
 
 from __future__ import annotations

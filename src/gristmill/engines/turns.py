@@ -24,14 +24,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def make(count: int) -> str:
     """The driver: a new folder of ``count`` turn files; ``remove`` it when the job ends."""
     folder = tempfile.mkdtemp(prefix="gristmill-turns-")
     for i in range(count):
-        with open(os.path.join(folder, str(i)), "w"):
-            pass
+        Path(folder, str(i)).touch()
     return folder
 
 

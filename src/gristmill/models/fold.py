@@ -63,15 +63,13 @@ def for_inference(module: nn.Module, keep: Collection[str] = ()) -> nn.Module:
     """
     if module.training or isinstance(module, torch.jit.ScriptModule):
         return module
-    tracer = _Tracer(set(keep))
+    kept = set(keep)
     try:
-        traced = fx.GraphModule(module, tracer.trace(module),
-                                type(module).__name__)
+        traced = fx.GraphModule(module, _Tracer(kept).trace(module), type(module).__name__)
     except Exception:  # data-dependent control flow and the like: run the module as written
         return module
     modules = dict(traced.named_modules())
-    changed = _fold_batchnorm(traced, modules, set(keep)) + _add_in_place(traced, modules,
-                                                                           set(keep))
+    changed = _fold_batchnorm(traced, modules, kept) + _add_in_place(traced, modules, kept)
     if not changed:
         return module
     traced.graph.lint()

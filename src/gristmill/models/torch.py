@@ -40,6 +40,7 @@ from . import kind_of
 from .base import ModelCache, ModelInfo
 from .fold import for_inference
 
+EAGER = ("builtin", "factory")  # kinds built as nn.Modules: shared weights, the inference graph
 EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
                                  std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
 IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
@@ -125,7 +126,7 @@ def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
     Rewritten on every run (temp file, then rename), so a changed factory never serves stale
     weights; a worker still holding the old file keeps its own mapping.
     """
-    if kind_of(spec.ref) not in ("builtin", "factory"):
+    if kind_of(spec.ref) not in EAGER:
         return None
     module = for_inference(_module(spec, cache), keep).to(memory_format=torch.channels_last)
     key = hashlib.sha256(f"{spec.ref}|{spec.weights}".encode()).hexdigest()[:12]
@@ -241,7 +242,7 @@ class TorchModel:
             module = load_shared(self.spec, self.shared_weights, self.outputs)
         else:
             module = build_module(self.spec)
-            if kind_of(self.spec.ref) in ("builtin", "factory"):
+            if kind_of(self.spec.ref) in EAGER:
                 module = for_inference(module, self.outputs)
         self.device = str(torch.device(self.device))
         if self.device.startswith("cuda"):
