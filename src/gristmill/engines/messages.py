@@ -23,6 +23,9 @@ class Receipt:
     errors: int
     committed: bool  # False: another attempt had already committed it
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    worker: int = -1  # the worker index that computed it
+    started: float = 0.0  # wall clock (time.time()) when its first batch was issued
+    finished: float = 0.0  # wall clock when its marker was written
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,30 @@ class WorkerCrashed:
     worker: int
     where: str
     error: str
+
+
+@dataclass(frozen=True)
+class WorkerReplaced:
+    """The supervisor replaced a worker (local process or Ray actor) that died or stalled.
+
+    ``reason`` is short and human: ``killed by SIGKILL``, ``exit code 1``, ``no progress for 60 s``,
+    ``node lost``; ``shards`` are the shard ids it held, now back in the queue.
+    """
+
+    worker: int
+    pid: int
+    reason: str
+    shards: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShardRetried:
+    """A shard goes back to the queue for another attempt (``attempt`` of ``max_attempts``)."""
+
+    shard: int
+    attempt: int
+    max_attempts: int
+    reason: str
 
 
 @dataclass(frozen=True)
