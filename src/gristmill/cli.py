@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--ray-address", help="auto, ray://host:port or host:port")
     ops.add_argument("--trusted-pickle", action="store_true",
                      help="allow full pickle loads of torch weights (only for files you trust)")
+    ops.add_argument("--allow-python-layers", action="store_true",
+                     help="let a Caffe net's Python layers import and run their modules")
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
     inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
@@ -121,7 +123,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     return JobSpec(
         sources=tuple(args.sources), out=args.out,
         model=ModelSpec(ref=args.model, weights=args.weights, mean_file=args.mean_file,
-                        trusted_pickle=args.trusted_pickle),
+                        trusted_pickle=args.trusted_pickle,
+                        allow_python_layers=args.allow_python_layers),
         outputs=tuple(o.strip() for o in args.outputs.split(",") if o.strip()),
         preprocess=Preprocess(resize=args.resize, crop=args.crop, mean=args.mean, std=std,
                               channel_order=args.channel_order, layout=args.layout),

@@ -98,13 +98,15 @@ class ModelSpec:
     ``.pt``/``.ts``, an exported program ``.pt2``, a Caffe ``.prototxt``) or a factory
     ``package.module:function`` returning a ``torch.nn.Module``. ``weights`` is the Caffe
     ``.caffemodel`` or a state dict for a factory model. ``trusted_pickle`` allows full pickle loads
-    of torch files (off: weights are loaded with ``weights_only=True``).
+    of torch files (off: weights are loaded with ``weights_only=True``). ``allow_python_layers``
+    lets a Caffe net's ``type: "Python"`` layers import and run their modules (off: refused).
     """
 
     ref: str = "efficientnet-lite0"
     weights: str | None = None
     mean_file: str | None = None
     trusted_pickle: bool = False
+    allow_python_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,9 @@ class JobSpec:
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
-            "model": dataclasses.asdict(self.model) | {"trusted_pickle": None},
+            # permissions do not change the output (and older jobs keep their identity)
+            "model": {k: v for k, v in dataclasses.asdict(self.model).items()
+                      if k != "allow_python_layers"} | {"trusted_pickle": None},
             "outputs": list(self.outputs),
             "preprocess": dataclasses.asdict(self.preprocess),
             "shard_size": self.shard_size,

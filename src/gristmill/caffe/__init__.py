@@ -10,6 +10,8 @@ Scripts written for pycaffe run with only the import changed::
 
 Nothing heavy happens at import: torch and the protobuf schema load with the first submodule use.
 Supported layers: see ``gristmill.caffe.layers.SUPPORTED``; others fail at load with one line.
+``type: "Python"`` layers subclass :class:`Layer` (pycaffe's ``caffe.Layer``); their modules keep
+``import caffe``, which resolves here while they load (see :func:`install_as_caffe`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ TRAIN = 0
 TEST = 1
 
 _LAZY = {"Net": "net", "Blob": "net", "set_mode_cpu": "net", "set_mode_gpu": "net",
-         "set_device": "net", "io": None, "proto": None, "graph": None}
+         "set_device": "net", "io": None, "proto": None, "graph": None,
+         "Layer": "pylayer", "install_as_caffe": "pylayer"}
 
-__all__ = ["TEST", "TRAIN", "Blob", "Net", "io", "set_device", "set_mode_cpu", "set_mode_gpu"]
+__all__ = ["TEST", "TRAIN", "Blob", "Layer", "Net", "install_as_caffe", "io", "set_device",
+           "set_mode_cpu", "set_mode_gpu"]
 
 
 def __getattr__(name: str) -> Any:

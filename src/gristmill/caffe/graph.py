@@ -12,6 +12,7 @@ device its parameters were moved to with ``to()``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,34 +47,46 @@ class Graph:
         self.blobs: dict[str, int] = {}
         self.shapes: dict[int, tuple[int, ...]] = {}
         self.raw_params: dict[str, list[np.ndarray]] = {}
+        self.force_backward = False
         self._count = 0
         self._plans: dict[tuple, list[Op]] = {}
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
-    def load(cls, prototxt: str, weights: str | None, *, phase: int = pb.TEST) -> Graph:
-        """Parse ``prototxt`` (and ``weights`` when given) and build the graph for ``phase``."""
+    def load(cls, prototxt: str, weights: str | None, *, phase: int = pb.TEST,
+             python_layers: bool = True) -> Graph:
+        """Parse ``prototxt`` (and ``weights`` when given) and build the graph for ``phase``.
+
+        ``python_layers`` False refuses ``type: "Python"`` layers (they import and run user code);
+        when allowed, their modules are looked up on ``sys.path`` and then beside the prototxt.
+        """
         net = read_prototxt(prototxt)
         stored = _weights_by_layer(read_caffemodel(weights)) if weights else None
-        return cls.build(net, stored, phase=phase)
+        dirs = [os.path.dirname(os.path.abspath(prototxt))] if python_layers else None
+        return cls.build(net, stored, phase=phase, python_dirs=dirs)
 
     @classmethod
     def build(cls, net: pb.NetParameter, stored: dict[str, list[np.ndarray]] | None, *,
-              phase: int = pb.TEST) -> Graph:
+              phase: int = pb.TEST, python_dirs: list[str] | None = None) -> Graph:
+        """The graph of ``net``; ``python_dirs`` None refuses Python layers."""
         graph = cls(net.name)
+        graph.force_backward = bool(net.force_backward)
         layers = [lp for lp in net.layer if in_phase(lp, phase)]
         for name, shape in net_inputs(net):
             graph.inputs[name] = graph.blobs[name] = graph._new(shape)
             graph.input_shapes[name] = shape
-        if not graph.inputs:
+        if not graph.inputs and not any(lp.type in L.SOURCES for lp in layers):
             raise SpecError(f"net {net.name!r} declares no input (Input layer, input/input_dim "
                             "or input/input_shape)")
         for lp in layers:
             if lp.type == "Input":
                 continue
-            if lp.type not in L.BUILDERS:
+            if lp.type == "Python":
+                if python_dirs is None:
+                    raise python_refused(lp)
+            elif lp.type not in L.BUILDERS:
                 raise L.unsupported(lp)
-            graph._add(lp, stored)
+            graph._add(lp, stored, python_dirs or [])
         return graph
 
     def _new(self, shape: tuple[int, ...]) -> int:
@@ -81,7 +94,8 @@ class Graph:
         self.shapes[self._count] = tuple(int(s) for s in shape)
         return self._count
 
-    def _add(self, lp: pb.LayerParameter, stored: dict[str, list[np.ndarray]] | None) -> None:
+    def _add(self, lp: pb.LayerParameter, stored: dict[str, list[np.ndarray]] | None,
+             python_dirs: list[str]) -> None:
         missing = [b for b in lp.bottom if b not in self.blobs]
         if missing:
             raise SpecError(f"layer {lp.name!r} ({lp.type}) reads blob {missing[0]!r}, "
@@ -89,7 +103,12 @@ class Graph:
         inputs = [self.blobs[b] for b in lp.bottom]
         shapes = [self.shapes[v] for v in inputs]
         blobs = None if stored is None else stored.get(lp.name, [])
-        layer = L.build(lp, blobs, shapes)
+        if lp.type == "Python":
+            from .pylayer import build_python
+
+            layer = build_python(lp, blobs, shapes, python_dirs)
+        else:
+            layer = L.build(lp, blobs, shapes)
         if blobs is not None:
             self.raw_params[lp.name] = blobs
         elif layer.params:
@@ -118,8 +137,7 @@ class Graph:
         env = {self.inputs[n]: torch.empty(s, device="meta") for n, s in inputs.items()}
         with torch.inference_mode():
             for op in self.ops:
-                params = [p.to("meta") for p in op.layer.params]
-                outs = op.layer.fn([env[v] for v in op.inputs], params)
+                outs = _meta_outputs(op.layer, [env[v] for v in op.inputs])
                 env.update(zip(op.outputs, outs, strict=False))
         return {n: tuple(env[v].shape) for n, v in self.blobs.items()}
 
@@ -234,8 +252,22 @@ def _merge(conv: L.Layer, after: L.Layer) -> None:
 def _meta_shapes(layer: L.Layer, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     xs = [torch.empty(s, device="meta") for s in shapes]
     with torch.inference_mode():
-        outs = layer.fn(xs, [p.to("meta") for p in layer.params])
+        outs = _meta_outputs(layer, xs)
     return [tuple(o.shape) for o in outs]
+
+
+def _meta_outputs(layer: L.Layer, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``layer``'s outputs on meta tensors (shapes only; a layer may say how via attrs["meta"])."""
+    if "meta" in layer.attrs:
+        return layer.attrs["meta"](xs)
+    return layer.fn(xs, [p.to("meta") for p in layer.params])
+
+
+def python_refused(lp: pb.LayerParameter) -> SpecError:
+    """The one-line refusal for a Python layer when running user code was not allowed."""
+    return SpecError(f"layer {lp.name!r} is a Python layer (module "
+                     f"{lp.python_param.module!r}, class {lp.python_param.layer!r}): it runs "
+                     "code from that module; pass --allow-python-layers to allow it")
 
 
 def _last_use(plan: list[Op], keep: set[int]) -> dict[int, list[int]]:

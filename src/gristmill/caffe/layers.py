@@ -335,7 +335,9 @@ BUILDERS: dict[str, Builder] = {
     "Softmax": build_softmax,
     "Crop": build_crop,
 }
-SUPPORTED = ("Input", *BUILDERS)
+# Layers that make blobs from nothing (a net made only of these needs no Input).
+SOURCES = ("Python", "DummyData", "Parameter")
+SUPPORTED = ("Input", "Python", *BUILDERS)
 
 
 def build(lp: pb.LayerParameter, blobs: list[np.ndarray], shapes: list[tuple[int, ...]]) -> Layer:

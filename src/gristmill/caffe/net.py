@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import caffe_pb2 as pb
+from .blob import Blob
 from .graph import Graph
 
 log = logging.getLogger(__name__)
@@ -26,54 +27,6 @@ TRAIN = pb.TRAIN
 TEST = pb.TEST
 
 _state = {"mode": "cpu", "device": 0}
-
-
-class Blob:
-    """A named array with pycaffe's ``data`` / ``diff`` / ``reshape`` / ``shape`` surface."""
-
-    def __init__(self, shape: tuple[int, ...], data: np.ndarray | None = None) -> None:
-        self._shape = tuple(int(s) for s in shape)
-        self._data = data
-        self._diff: np.ndarray | None = None
-
-    @property
-    def data(self) -> np.ndarray:
-        if self._data is None or self._data.shape != self._shape:
-            self._data = np.zeros(self._shape, dtype=np.float32)
-        return self._data
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
-        self.data[...] = value
-
-    @property
-    def diff(self) -> np.ndarray:
-        if self._diff is None or self._diff.shape != self._shape:
-            self._diff = np.zeros(self._shape, dtype=np.float32)
-        return self._diff
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    @property
-    def count(self) -> int:
-        return int(np.prod(self._shape))
-
-    def _dim(self, i: int) -> int:
-        return self._shape[i] if len(self._shape) > i else 1
-
-    num = property(lambda self: self._dim(0))
-    channels = property(lambda self: self._dim(1))
-    height = property(lambda self: self._dim(2))
-    width = property(lambda self: self._dim(3))
-
-    def reshape(self, *shape: int) -> None:
-        """New shape; the data is reallocated (zeros), as Caffe leaves it undefined."""
-        self._shape = tuple(int(s) for s in shape)
-
-    def _set(self, value: np.ndarray) -> None:
-        self._shape, self._data = tuple(value.shape), value
 
 
 class _LayerView:

@@ -26,9 +26,13 @@ _IMAGENET_SIZES = (224, 227)
 
 def describe(spec: ModelSpec) -> ModelInfo:
     """What the net offers, from the prototxt alone (cheap; no weights are read)."""
+    import os
+
     from ..caffe import caffe_pb2 as pb
+    from ..caffe.graph import python_refused
     from ..caffe.layers import BUILDERS, unsupported
     from ..caffe.proto import in_phase, net_inputs, read_prototxt
+    from ..caffe.pylayer import find_module
 
     net = read_prototxt(spec.ref)
     inputs = net_inputs(net)
@@ -42,7 +46,11 @@ def describe(spec: ModelSpec) -> ModelInfo:
     for lp in net.layer:
         if not in_phase(lp, pb.TEST) or lp.type == "Input":
             continue
-        if lp.type not in BUILDERS:
+        if lp.type == "Python":
+            if not spec.allow_python_layers:
+                raise python_refused(lp)
+            find_module(lp, [os.path.dirname(os.path.abspath(spec.ref))])
+        elif lp.type not in BUILDERS:
             raise unsupported(lp)
         reads.update((b, version.get(b, -1)) for b in lp.bottom)
         for top in lp.top:
@@ -94,7 +102,8 @@ class CaffeModel:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         _check_weights_path(self.spec)
-        graph = Graph.load(self.spec.ref, self.spec.weights)
+        graph = Graph.load(self.spec.ref, self.spec.weights,
+                           python_layers=self.spec.allow_python_layers)
         outputs = self.outputs or tuple(graph.outputs())
         graph.plan(outputs)  # SpecError for unknown names, before any batch arrives
         graph.ops = graph.plan(outputs)
