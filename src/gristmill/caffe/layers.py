@@ -335,6 +335,10 @@ BUILDERS: dict[str, Builder] = {
     "Softmax": build_softmax,
     "Crop": build_crop,
 }
+# Registered here, after BUILDERS exists: layers_extra imports this module's helpers.
+from .layers_extra import EXTRA  # noqa: E402
+
+BUILDERS.update(EXTRA)
 # Layers that make blobs from nothing (a net made only of these needs no Input).
 SOURCES = ("Python", "DummyData", "Parameter")
 SUPPORTED = ("Input", "Python", *BUILDERS)
