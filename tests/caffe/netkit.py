@@ -72,3 +72,25 @@ def run_cv2(proto: str, model: str, x: np.ndarray, layer_name: str) -> np.ndarra
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setInput(x)
     return net.forward(layer_name)
+
+
+def random_weights(proto: str, out: str, seed: int = 0, scale: float = 0.2) -> str:
+    """Write ``out`` (a .caffemodel) with random weights for every layer of ``proto`` that has
+    parameters, through our protobuf schema; returns ``out``."""
+    from gristmill.caffe.graph import Graph
+    from gristmill.caffe.proto import read_prototxt
+
+    rng = np.random.RandomState(seed)
+    shapes = {name: [a.shape for a in arrays]
+              for name, arrays in Graph.load(proto, None).raw_params.items()}
+    net = read_prototxt(proto)
+    for lp in net.layer:
+        for shape in shapes.get(lp.name, []):
+            blob = lp.blobs.add()
+            blob.shape.dim.extend(shape)
+            values = rng.randn(*shape) * scale
+            if lp.type == "Normalize":
+                values = np.full(shape, 20.0)  # SSD's scale_filler value
+            blob.data.extend(values.astype(np.float32).ravel().tolist())
+    Path(out).write_bytes(net.SerializeToString())
+    return out

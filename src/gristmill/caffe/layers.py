@@ -337,8 +337,10 @@ BUILDERS: dict[str, Builder] = {
 }
 # Registered here, after BUILDERS exists: layers_extra imports this module's helpers.
 from .layers_extra import EXTRA  # noqa: E402
+from .layers_fork import FORKS  # noqa: E402
 
 BUILDERS.update(EXTRA)
+BUILDERS.update(FORKS)
 # Layers that make blobs from nothing (a net made only of these needs no Input).
 SOURCES = ("Python", "DummyData", "Parameter")
 SUPPORTED = ("Input", "Python", *BUILDERS)

@@ -120,6 +120,10 @@ def build_pooling(lp, blobs, shapes):
         pool_geometry(pp, shapes[0][2], shapes[0][3])
     except SpecError as e:
         raise SpecError(f"layer {lp.name!r} (Pooling): {e}") from None
+    if len(lp.top) > 1:
+        if method != pb.PoolingParameter.MAX:
+            raise SpecError(f"layer {lp.name!r} (Pooling): only MAX pooling has a mask top")
+        return Layer(lp.name, lp.type, lambda xs, ps: list(_max_pool_mask(pp, xs[0])), [])
 
     def pool(xs, ps):
         x = xs[0]
@@ -140,6 +144,22 @@ def build_pooling(lp, blobs, shapes):
             y = _pool_explicit(x, method, geo, h, w)
         return [y]
     return Layer(lp.name, lp.type, pool, [])
+
+
+def _max_pool_mask(pp, x):
+    """MAX pooling and its mask top: the flat index ``h * W + w`` of each maximum in the input
+    plane (SegNet's Upsample scatters through it)."""
+    h, w = x.shape[-2], x.shape[-1]
+    geo = pool_geometry(pp, h, w)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = geo["kernel"], geo["stride"], geo["pad"], geo["out"]
+    extra_h = max(0, (oh - 1) * sh + kh - (h + ph))
+    extra_w = max(0, (ow - 1) * sw + kw - (w + pw))
+    xp = F.pad(x, (pw, extra_w, ph, extra_h), value=-math.inf)
+    y, index = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
+    y, index = y[..., :oh, :ow], index[..., :oh, :ow]
+    wp = w + pw + extra_w
+    row, col = index // wp - ph, index % wp - pw  # back to unpadded input coordinates
+    return y, (row * w + col).to(x.dtype)
 
 
 def build_lrn(lp, blobs, shapes):
