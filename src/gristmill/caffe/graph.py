@@ -139,7 +139,7 @@ class Graph:
             for op in self.ops:
                 outs = _meta_outputs(op.layer, [env[v] for v in op.inputs])
                 env.update(zip(op.outputs, outs, strict=False))
-        return {n: tuple(env[v].shape) for n, v in self.blobs.items()}
+        return {n: tuple(env[v].shape) for n, v in self.blobs.items() if v in env}
 
     def plan(self, outputs: tuple[str, ...], end: int | None = None) -> list[Op]:
         """The ops needed for ``outputs`` (blob names), in order; cached."""

@@ -93,6 +93,7 @@ class CaffeModel:
         self.spec, self.outputs, self.device, self.threads = spec, outputs, device, threads
         self.graph = None
         self.input_name = ""
+        self._detections: dict[str, int] = {}
 
     def setup(self) -> None:
         import torch
@@ -114,6 +115,7 @@ class CaffeModel:
         self.graph = graph.to(device, channels_last=True)
         self.outputs, self._device = outputs, device
         self.input_name = next(iter(graph.inputs))
+        self._detections = _per_image_outputs(graph, outputs)
         log.info("caffe net %s: %d ops after pruning, %d BatchNorm/Scale folded",
                  graph.name, len(graph.ops), folded)
 
@@ -125,10 +127,37 @@ class CaffeModel:
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device)
             x = x.contiguous(memory_format=torch.channels_last)
             out = self.graph.run({self.input_name: x}, self.outputs)
-            return {n: np.ascontiguousarray(t.float().cpu().numpy()) for n, t in out.items()}
+            arrays = {n: np.ascontiguousarray(t.float().cpu().numpy()) for n, t in out.items()}
+        if self._detections:
+            from ..caffe.detection import split_by_image
+
+            for name, keep in self._detections.items():
+                arrays[name] = split_by_image(arrays[name], len(batch), keep)
+        return arrays
 
     def teardown(self) -> None:
         self.graph = None
+
+
+def _per_image_outputs(graph, outputs: tuple[str, ...]) -> dict[str, int]:
+    """Requested outputs that are not one row per image: SSD's DetectionOutput (rows for the
+    whole batch) becomes keep_top_k rows per image; any other such blob is refused here."""
+    producers = {top: op.layer for op in graph.ops for top in op.tops}
+    shapes = [graph.infer_shapes({n: (b, *s[1:]) for n, s in graph.input_shapes.items()})
+              for b in (2, 3)]
+    detections = {}
+    for name in outputs:
+        layer = producers.get(name)
+        if layer is not None and layer.type == "DetectionOutput":
+            keep = int(layer.attrs["keep_top_k"])
+            if keep < 1:
+                raise SpecError(f"layer {layer.name!r} (DetectionOutput): set keep_top_k to store "
+                                "its detections per image (rows are padded to keep_top_k)")
+            detections[name] = keep
+        elif (shapes[0][name][:1], shapes[1][name][:1]) != ((2,), (3,)):
+            raise SpecError(f"blob {name!r} has shape {shapes[0][name]} for 2 images: not one "
+                            "row per image, so it cannot be stored per image")
+    return detections
 
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int) -> CaffeModel:
