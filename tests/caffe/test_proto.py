@@ -164,12 +164,12 @@ def test_missing_weights_for_layer(tmp_path):
 
 
 def test_unsupported_layer(tmp_path):
-    layers = [layer("weird", "ROIPooling", ["data"], ["out"])]
+    layers = [layer("weird", "PSROIPooling", ["data"], ["out"])]
     proto, model = write_net(tmp_path, layers, shape=X.shape)
     with pytest.raises(SpecError) as e:
         _load(proto, model)
     message = _one_line(e)
-    assert "'weird'" in message and "'ROIPooling'" in message and "Convolution" in message
+    assert "'weird'" in message and "'PSROIPooling'" in message and "Convolution" in message
 
 
 def test_size_limits(tmp_path, monkeypatch):
