@@ -82,15 +82,14 @@ class ShardRunner:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
-        from ..models import create
+        from ..models import capabilities, create
         from ..tuning import tune_allocator
 
-        options: dict[str, Any] = {"precision": self.spec.precision} if (
-            self.spec.precision != "fp32") else {}
-        if self.plan.shared_weights:
-            options["shared_weights"] = self.plan.shared_weights
+        caps = capabilities(self.spec.model)
         self.model = create(self.spec.model, outputs=self.spec.outputs,
-                            device=self.plan.device, threads=self.plan.threads, **options)
+                            device=self.plan.device, threads=self.plan.threads,
+                            precision=self.spec.precision,
+                            shared_weights=self.plan.shared_weights)
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
         ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
@@ -101,9 +100,8 @@ class ShardRunner:
         self.pool = LoaderPool(ring, ImageFill(self.spec.preprocess, self.spec.max_image_pixels),
                                self.plan.loaders, start_method="spawn",
                                name=f"gristmill-loader-{self.plan.index}")
-        pin = getattr(self.model, "pin_host", None)
-        if pin is not None:
-            pin(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
+        if caps.pinned_input:
+            self.model.pin_host(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
         self.pool.start()
 
     def teardown(self) -> None:

@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 from . import kind_of
-from .base import ModelCache, ModelInfo
+from .base import Capabilities, ModelCache, ModelInfo
 from .fold import for_inference
 
 EAGER = ("builtin", "factory")  # kinds built as nn.Modules: shared weights, the inference graph
@@ -45,6 +45,18 @@ EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5
                                  std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
 IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
                              std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
+
+
+EAGER_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
+                                  shared_weights=True, pinned_input=True, driver_model=True)
+FILE_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
+                                 pinned_input=True, driver_model=True)
+
+
+def capabilities(spec: ModelSpec) -> Capabilities:
+    """Every torch model runs under autocast and takes a pinned ring; only eager modules (built
+    from code) can be rebuilt on the meta device around shared, mapped weights."""
+    return EAGER_CAPABILITIES if kind_of(spec.ref) in EAGER else FILE_CAPABILITIES
 
 
 def _load_factory(ref: str) -> Callable[[], nn.Module]:
@@ -311,7 +323,10 @@ class TorchModel:
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", shared_weights: str | None = None,
-           prebuilt: Any = None) -> TorchModel:
+           cache: ModelCache | None = None) -> TorchModel:
+    """``cache``: the driver's, whose eager module (built by ``describe``) the model runs as is."""
+    prebuilt = cache.get(spec, build_module) if (
+        cache is not None and kind_of(spec.ref) in EAGER) else None
     return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads,
                       precision=precision, shared_weights=shared_weights,
                       prebuilt=prebuilt)
