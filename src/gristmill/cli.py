@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
     run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
     run.add_argument("--model", default="efficientnet-lite0",
-                     help="bundled name, .onnx/.pt/.pt2/.prototxt file, or package.module:factory")
+                     help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
+                     "package.module:factory or package.module:Class (callable class)")
     run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
     run.add_argument("--outputs", default="",
                      help="comma-separated outputs to store (default: the model's own outputs)")

@@ -142,7 +142,7 @@ def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) ->
 
     try:
         model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
-                       precision=spec.precision, cache=cache)
+                       precision=spec.precision, cache=cache, preprocess=spec.preprocess)
         model.setup()
         x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
         start = time.perf_counter()

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Literal
 
 from ..errors import SpecError
-from ..spec import ModelSpec
+from ..spec import ModelSpec, Preprocess
 from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs
 
 ModelKind = Literal["builtin", "factory", "callable", "hf", "torchscript", "exported", "onnx",
@@ -107,7 +107,7 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", shared_weights: str | None = None,
-           cache: ModelCache | None = None) -> Model:
+           cache: ModelCache | None = None, preprocess: Preprocess | None = None) -> Model:
     """Build the model in the process that will run it (call ``setup`` next).
 
     Each option goes only to a backend whose capabilities declare it; a precision the backend
@@ -124,6 +124,8 @@ def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: i
         options["shared_weights"] = shared_weights
     if cache is not None and caps.driver_model:
         options["cache"] = cache
+    if preprocess is not None and caps.preprocess:
+        options["preprocess"] = preprocess
     return backend(spec).create(spec, outputs=outputs, device=device, threads=threads, **options)
 
 

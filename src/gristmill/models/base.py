@@ -33,6 +33,7 @@ class Capabilities:
     ``driver_model``: ``describe`` builds the model into the job's ``ModelCache`` and ``create``
     takes ``cache=`` to reuse it (calibration in the driver builds nothing twice).
     ``names``: ``predict`` takes ``names=`` (the batch's input names) as well as the array.
+    ``preprocess``: ``create`` takes ``preprocess=`` (the job's resolved preprocessing).
     ``modalities``: the inputs it embeds (``image``, ``text``).
     """
 
@@ -41,6 +42,7 @@ class Capabilities:
     pinned_input: bool = False
     driver_model: bool = False
     names: bool = False
+    preprocess: bool = False
     modalities: frozenset[str] = frozenset({"image"})
 
 
@@ -85,7 +87,8 @@ class Model(Protocol):
         """Load weights onto the device; called once per worker."""
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for one batch, each an array whose first axis matches the batch."""
+        """Outputs for one batch, each an array whose first axis matches the batch (a model whose
+        capabilities say ``names`` also takes ``names=``, the rows' input names)."""
 
     def teardown(self) -> None:
         """Free what setup took."""
@@ -94,7 +97,7 @@ class Model(Protocol):
 class Backend(Protocol):
     """One family of models (torch, onnx, caffe, hf, callable classes): a module with these
     functions. ``create`` gets the keyword options its ``Capabilities`` declare (``precision``,
-    ``shared_weights``, ``cache``) and no others."""
+    ``shared_weights``, ``cache``, ``preprocess``) and no others."""
 
     def capabilities(self, spec: ModelSpec) -> Capabilities: ...
 
