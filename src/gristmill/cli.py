@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
                      "package.module:factory or package.module:Class (callable class)")
-    run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
+    run.add_argument("--weights", help="Caffe .caffemodel, or a state dict (.safetensors or "
+                     "torch) for a factory model")
     run.add_argument("--outputs", default="",
                      help="comma-separated outputs to store (default: the model's own outputs)")
     run.add_argument("--batch-size", type=_positive, help="default: 32 on CPU, 128 on GPU")

@@ -96,8 +96,10 @@ class ModelSpec:
 
     ``ref`` is a bundled model name (``efficientnet-lite0``), a file (``.onnx``, a TorchScript
     ``.pt``/``.ts``, an exported program ``.pt2``, a Caffe ``.prototxt``) or a factory
-    ``package.module:function`` returning a ``torch.nn.Module``. ``weights`` is the Caffe
-    ``.caffemodel`` or a state dict for a factory model. ``trusted_pickle`` allows full pickle loads
+    ``package.module:function`` returning a ``torch.nn.Module``, a callable class
+    ``package.module:Class``, or a Hugging Face snapshot ``hf:PATH``. ``weights`` is the Caffe
+    ``.caffemodel`` or a state dict for a factory model (``.safetensors``, mapped, or a torch
+    file). ``trusted_pickle`` allows full pickle loads
     of torch files (off: weights are loaded with ``weights_only=True``).
     """
 

@@ -5,8 +5,9 @@ tuple gives ``output0``, ``output1`` ...) and, for eager modules, by any submodu
 with a forward hook (``--outputs layer4,fc``). ``describe`` finds the names with one forward pass
 on a zero image in the driver, so a wrong name fails before any worker starts.
 
-Weights files are read with ``torch.load(weights_only=True)``: a pickle in a weights file cannot run
-code unless the user passes ``trusted_pickle``.
+Weights files: a ``.safetensors`` file is mapped (``weightfile``; a pickle under that name is
+refused unread); any other file is read with ``torch.load(weights_only=True)``, so a pickle in a
+weights file cannot run code unless the user passes ``trusted_pickle``.
 
 Speed and memory: an eager module runs as its inference graph (``fold.for_inference``: BatchNorm
 folded into convolutions, residual additions in place). The driver saves that graph's weights once
@@ -36,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
-from . import kind_of
+from . import kind_of, weightfile
 from .base import Capabilities, ModelCache, ModelInfo
 from .fold import for_inference
 
@@ -111,11 +112,10 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
     path = spec.weights or ""
     if not os.path.isfile(path):
         raise SpecError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=not spec.trusted_pickle)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError(f"weights file {path} cannot be read: {first}") from None
+    if path.lower().endswith(weightfile.SUFFIX):
+        state = weightfile.map_tensors(path)  # a pickle named .safetensors is refused unread
+    else:
+        state = _load_pickled(path, spec.trusted_pickle)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     try:
@@ -123,6 +123,14 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0]
         raise SpecError(f"weights file {path} does not fit model {spec.ref}: {first}") from None
+
+
+def _load_pickled(path: str, trusted: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"weights file {path} cannot be read: {first}") from None
 
 
 def _module(spec: ModelSpec, cache: ModelCache | None) -> nn.Module:
