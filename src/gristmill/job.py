@@ -126,7 +126,11 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobS
         devices = resolve_cluster(spec)
     else:
         devices = resolve_devices(spec.device)
-    precisions = models.capabilities(spec.model).precisions
+    caps = models.capabilities(spec.model)
+    precisions = caps.precisions
+    if spec.model.normalize and not caps.normalize:
+        raise SpecError(f"--normalize: model {spec.model.ref} has no embedding outputs to "
+                        "normalise (drop --normalize)")
     if spec.precision not in precisions:
         raise SpecError(f"--precision {spec.precision}: model {spec.model.ref} runs only "
                         f"{', '.join(sorted(precisions))} (drop --precision)")

@@ -34,6 +34,7 @@ class Capabilities:
     takes ``cache=`` to reuse it (calibration in the driver builds nothing twice).
     ``names``: ``predict`` takes ``names=`` (the batch's input names) as well as the array.
     ``preprocess``: ``create`` takes ``preprocess=`` (the job's resolved preprocessing).
+    ``normalize``: the model honours ``ModelSpec.normalize`` (unit-vector embeddings).
     ``modalities``: the inputs it embeds (``image``, ``text``).
     """
 
@@ -43,6 +44,7 @@ class Capabilities:
     driver_model: bool = False
     names: bool = False
     preprocess: bool = False
+    normalize: bool = False
     modalities: frozenset[str] = frozenset({"image"})
 
 

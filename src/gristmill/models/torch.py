@@ -280,6 +280,8 @@ class TorchModel:
         def capture(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if isinstance(output, tuple | list):
                 output = output[0]
+            elif isinstance(output, dict):  # a transformers ModelOutput: its first tensor
+                output = next(v for v in output.values() if isinstance(v, torch.Tensor))
             self._captured[name] = output
 
         return capture
