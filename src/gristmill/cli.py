@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
     run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
     run.add_argument("--model", default="efficientnet-lite0",
-                     help="bundled name, .onnx/.pt/.pt2/.prototxt file, or package.module:factory")
-    run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
+                     help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
+                     "package.module:factory or package.module:Class (callable class)")
+    run.add_argument("--weights", help="Caffe .caffemodel, or a state dict (.safetensors or "
+                     "torch) for a factory model")
     run.add_argument("--outputs", default="",
                      help="comma-separated outputs to store (default: the model's own outputs)")
     run.add_argument("--batch-size", type=_positive, help="default: 32 on CPU, 128 on GPU")
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=0, help="model threads per worker")
     run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                      help="run torch models under autocast at this precision (outputs: float32)")
+    run.add_argument("--normalize", action="store_true",
+                     help="store embeddings (image_embeds, text_embeds) as unit vectors")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
     pre = run.add_argument_group("preprocessing (default: the model's preset)")
     pre.add_argument("--resize", type=_size, help="shorter side N, or exact HxW")
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument("--bgr", dest="channel_order", action="store_const", const="BGR")
     order.add_argument("--rgb", dest="channel_order", action="store_const", const="RGB")
     pre.add_argument("--layout", choices=["NCHW", "NHWC"])
+    pre.add_argument("--resample", choices=["bilinear", "bicubic"], help="resize filter")
     ops = run.add_argument_group("operations")
     ops.add_argument("--max-attempts", type=int, default=3, help="tries per shard before failing")
     ops.add_argument("--stall-timeout", type=float, default=600.0,
@@ -123,11 +128,12 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     return JobSpec(
         sources=tuple(args.sources), out=args.out,
         model=ModelSpec(ref=args.model, weights=args.weights, mean_file=args.mean_file,
-                        trusted_pickle=args.trusted_pickle,
+                        trusted_pickle=args.trusted_pickle, normalize=args.normalize,
                         allow_python_layers=args.allow_python_layers),
         outputs=tuple(o.strip() for o in args.outputs.split(",") if o.strip()),
         preprocess=Preprocess(resize=args.resize, crop=args.crop, mean=args.mean, std=std,
-                              channel_order=args.channel_order, layout=args.layout),
+                              channel_order=args.channel_order, layout=args.layout,
+                              resample=args.resample),
         batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
         precision=args.precision,

@@ -126,9 +126,14 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobS
         devices = resolve_cluster(spec)
     else:
         devices = resolve_devices(spec.device)
-    if spec.precision != "fp32" and models.kind_of(spec.model.ref) in ("onnx", "caffe"):
-        raise SpecError(f"--precision {spec.precision} needs a PyTorch model; "
-                        f"{spec.model.ref} runs in full precision (drop --precision)")
+    caps = models.capabilities(spec.model)
+    precisions = caps.precisions
+    if spec.model.normalize and not caps.normalize:
+        raise SpecError(f"--normalize: model {spec.model.ref} has no embedding outputs to "
+                        "normalise (drop --normalize)")
+    if spec.precision not in precisions:
+        raise SpecError(f"--precision {spec.precision}: model {spec.model.ref} runs only "
+                        f"{', '.join(sorted(precisions))} (drop --precision)")
     batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
     model = spec.model
     for name in ("weights", "mean_file"):

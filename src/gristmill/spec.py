@@ -21,6 +21,7 @@ ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
 Precision = Literal["fp32", "fp16", "bf16"]
+Resample = Literal["bilinear", "bicubic"]
 
 SPEC_VERSION = 1
 _RAY_ADDRESS = re.compile(r"auto|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+")
@@ -32,8 +33,9 @@ class Preprocess:
 
     Pixels are taken in 0..255 units: ``out = (pixel - mean) / std`` per channel, after the channel
     order is applied, so ``mean``/``std`` are given in the model's channel order. ``resize`` is the
-    shorter side (an int) or an exact ``(height, width)``; ``crop`` is a centre crop. Any field left
-    as None takes the model's preset.
+    shorter side (an int) or an exact ``(height, width)``; ``crop`` is a centre crop; ``resample``
+    the filter of the resize (``bilinear``, or ``bicubic`` as CLIP's processor uses). Any field
+    left as None takes the model's preset.
 
     Example: the Caffe convention (BGR, mean subtraction, raw 0..255 scale)::
 
@@ -47,6 +49,7 @@ class Preprocess:
     std: tuple[float, float, float] | None = None
     channel_order: ChannelOrder | None = None
     layout: Layout | None = None
+    resample: Resample | None = None
 
     def over(self, preset: Preprocess) -> Preprocess:
         """These settings where given, the preset's elsewhere."""
@@ -66,7 +69,10 @@ class Preprocess:
             std=self.std if self.std is not None else (1.0, 1.0, 1.0),
             channel_order=self.channel_order or "RGB",
             layout=self.layout or "NCHW",
+            resample=self.resample or "bilinear",
         )
+        if p.resample not in ("bilinear", "bicubic"):
+            raise SpecError(f"--resample must be bilinear or bicubic, got {p.resample!r}")
         if p.crop is None and not isinstance(p.resize, tuple):
             raise SpecError("preprocessing needs a fixed size: give --crop HxW or --resize HxW")
         for name, size in (("resize", p.resize), ("crop", p.crop)):
@@ -90,22 +96,33 @@ class Preprocess:
         return (3, h, w) if (self.layout or "NCHW") == "NCHW" else (h, w, 3)
 
 
+def _without_defaults(fields: dict[str, Any], defaults: dict[str, tuple]) -> dict[str, Any]:
+    """``fields`` less the newer ones left at their defaults: a job made before they existed keeps
+    its identity (and resumes)."""
+    return {k: v for k, v in fields.items() if not (k in defaults and v in defaults[k])}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model to run.
 
     ``ref`` is a bundled model name (``efficientnet-lite0``), a file (``.onnx``, a TorchScript
     ``.pt``/``.ts``, an exported program ``.pt2``, a Caffe ``.prototxt``) or a factory
-    ``package.module:function`` returning a ``torch.nn.Module``. ``weights`` is the Caffe
-    ``.caffemodel`` or a state dict for a factory model. ``trusted_pickle`` allows full pickle loads
-    of torch files (off: weights are loaded with ``weights_only=True``). ``allow_python_layers``
-    lets a Caffe net's ``type: "Python"`` layers import and run their modules (off: refused).
+    ``package.module:function`` returning a ``torch.nn.Module``, a callable class
+    ``package.module:Class``, or a Hugging Face snapshot ``hf:PATH``. ``weights`` is the Caffe
+    ``.caffemodel`` or a state dict for a factory model (``.safetensors``, mapped, or a torch
+    file). ``trusted_pickle`` allows full pickle loads
+    of torch files (off: weights are loaded with ``weights_only=True``). ``normalize`` makes
+    embedding outputs (``image_embeds``, ``text_embeds``) unit vectors, where the backend has them.
+    ``allow_python_layers`` lets a Caffe net's ``type: "Python"`` layers import and run their
+    modules (off: refused).
     """
 
     ref: str = "efficientnet-lite0"
     weights: str | None = None
     mean_file: str | None = None
     trusted_pickle: bool = False
+    normalize: bool = False
     allow_python_layers: bool = False
 
 
@@ -178,10 +195,12 @@ class JobSpec:
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             # permissions do not change the output (and older jobs keep their identity)
-            "model": {k: v for k, v in dataclasses.asdict(self.model).items()
-                      if k != "allow_python_layers"} | {"trusted_pickle": None},
+            "model": {k: v for k, v in _without_defaults(
+                dataclasses.asdict(self.model), {"normalize": (False,)}).items()
+                if k != "allow_python_layers"} | {"trusted_pickle": None},
             "outputs": list(self.outputs),
-            "preprocess": dataclasses.asdict(self.preprocess),
+            "preprocess": _without_defaults(dataclasses.asdict(self.preprocess),
+                                            {"resample": ("bilinear", None)}),
             "shard_size": self.shard_size,
             "max_image_pixels": self.max_image_pixels,
         }))

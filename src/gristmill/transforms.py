@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 from .spec import Preprocess
 
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 class ItemError(Exception):
@@ -174,7 +175,8 @@ def resize_crop(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     if size == (w, h) and box == (0.0, 0.0, float(w), float(h)):
         out = rgb
     else:
-        out = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, box=box))
+        out = np.asarray(Image.fromarray(rgb).resize(size, _FILTERS[pre.resample or "bilinear"],
+                                                      box=box))
     th, tw = pre.size
     if out.shape[:2] != (th, tw):  # crop larger than the resized image: pad with zeros
         padded = np.zeros((th, tw, 3), np.uint8)

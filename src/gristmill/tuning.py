@@ -134,20 +134,15 @@ def measure_decode(paths: list[bytes], preprocess: Any, max_pixels: int,
 def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) -> float | None:
     """Images/s per core of the job's model on the CPU with ``threads`` threads (None: failed).
 
-    A torch model reuses the module the driver already built (it is never built twice here).
+    A model whose backend keeps the driver's build (``driver_model``) is never built twice here.
     """
     import numpy as np
 
-    from .models import create, kind_of
+    from .models import create
 
     try:
-        options = {}
-        if cache is not None and kind_of(spec.model.ref) in ("builtin", "factory"):
-            from .models.torch import build_module
-
-            options["prebuilt"] = cache.get(spec.model, build_module)
         model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
-                       **options)
+                       precision=spec.precision, cache=cache, preprocess=spec.preprocess)
         model.setup()
         x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
         start = time.perf_counter()

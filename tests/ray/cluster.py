@@ -28,6 +28,7 @@ STORE_BYTES = 80 * 2**20
 HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
           "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+TESTS = str(Path(__file__).resolve().parents[1])  # test models (numpy_models:...) for actors
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
@@ -127,9 +128,10 @@ def local_cluster(workers: int = 2) -> Iterator[RayCluster]:
 
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     os.makedirs(os.path.join(tmp, "ray"))
-    # Node processes inherit these; PYTHONPATH lets actors import gristmill from this tree.
+    # Node processes inherit these; PYTHONPATH lets actors import gristmill (and the test models)
+    # from this tree.
     env = ENV | {"RAY_TMPDIR": tmp, "PYTHONPATH": os.pathsep.join(
-        p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)}
+        p for p in (SRC, TESTS, os.environ.get("PYTHONPATH", "")) if p)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     semaphores = _semaphores()

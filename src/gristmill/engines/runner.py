@@ -78,19 +78,21 @@ class ShardRunner:
         self.pool: LoaderPool | None = None
         self.inflight: dict[int, _InFlight] = {}
         self.loader_restarts = 0
+        self.names = False  # the model's predict takes the batch's input names (capabilities)
         self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
-        from ..models import create
+        from ..models import capabilities, create
         from ..tuning import tune_allocator
 
-        options: dict[str, Any] = {"precision": self.spec.precision} if (
-            self.spec.precision != "fp32") else {}
-        if self.plan.shared_weights:
-            options["shared_weights"] = self.plan.shared_weights
+        caps = capabilities(self.spec.model)
         self.model = create(self.spec.model, outputs=self.spec.outputs,
-                            device=self.plan.device, threads=self.plan.threads, **options)
+                            device=self.plan.device, threads=self.plan.threads,
+                            precision=self.spec.precision,
+                            shared_weights=self.plan.shared_weights,
+                            preprocess=self.spec.preprocess)
+        self.names = caps.names
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
         ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
@@ -101,9 +103,8 @@ class ShardRunner:
         self.pool = LoaderPool(ring, ImageFill(self.spec.preprocess, self.spec.max_image_pixels),
                                self.plan.loaders, start_method="spawn",
                                name=f"gristmill-loader-{self.plan.index}")
-        pin = getattr(self.model, "pin_host", None)
-        if pin is not None:
-            pin(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
+        if caps.pinned_input:
+            self.model.pin_host(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
         self.pool.start()
 
     def teardown(self) -> None:
@@ -143,8 +144,8 @@ class ShardRunner:
             return out
         try:
             start = time.perf_counter()
-            result = self._predict(self.pool.ring.view(filled.slot)[:len(filled.ok)]) if (
-                filled.ok) else {}
+            result = self._predict(self.pool.ring.view(filled.slot)[:len(filled.ok)],
+                                   self._names(entry, index, filled.ok)) if filled.ok else {}
             entry.seconds["model"] += time.perf_counter() - start
         except Exception as exc:
             self.pool.free.put(filled.slot)
@@ -159,11 +160,19 @@ class ShardRunner:
             out.append(self._finish(self.inflight.pop(shard_id)))
         return out
 
-    def _predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _names(self, entry: _InFlight, index: int, ok: tuple[int, ...]) -> list[str] | None:
+        """The names of a batch's rows, for a model that takes them (else None)."""
+        if not self.names:
+            return None
+        raw = self.inputs.raw_range(*entry.spans[index])
+        return [display_name(raw[i]) for i in ok]
+
+    def _predict(self, batch: np.ndarray, names: list[str] | None) -> dict[str, np.ndarray]:
+        kwargs = {"names": names} if names is not None else {}
         if self.turns is None:
-            return self.model.predict(batch)
+            return self.model.predict(batch, **kwargs)
         with self.turns.take():
-            result = self.model.predict(batch)
+            result = self.model.predict(batch, **kwargs)
             release_memory()  # before the next worker's turn: only those computing hold a heap
         return result
 

@@ -1,28 +1,35 @@
-"""Models: which backend runs a model reference, and the two calls every backend offers.
+"""Models: which backend runs a model reference, and the calls every backend offers.
 
-``describe(spec)`` (driver, cheap) and ``create(spec, outputs=, device=, threads=)`` (worker).
-Backends are imported lazily so the driver and the loaders never pay for frameworks they do not use.
+``capabilities(spec)`` (what the backend can do), ``describe(spec, cache)`` (driver, cheap) and
+``create(spec, outputs=, device=, threads=, ...)`` (worker). Callers decide by the capabilities,
+never by the backend's name. Backends are imported lazily so the driver and the loaders never pay
+for frameworks they do not use.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Literal
+import sys
+from typing import Any, Literal
 
 from ..errors import SpecError
-from ..spec import ModelSpec
-from .base import Backend, Model, ModelCache, ModelInfo, check_outputs
+from ..spec import ModelSpec, Preprocess
+from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs
 
-ModelKind = Literal["builtin", "factory", "torchscript", "exported", "onnx", "caffe"]
+ModelKind = Literal["builtin", "factory", "callable", "hf", "torchscript", "exported", "onnx",
+                    "caffe"]
 
 BUILTIN = ("efficientnet-lite0",)
+HF_PREFIX = "hf:"
 
 _BACKENDS: dict[ModelKind, str] = {
     "builtin": "gristmill.models.torch",
     "factory": "gristmill.models.torch",
     "torchscript": "gristmill.models.torch",
     "exported": "gristmill.models.torch",
+    "callable": "gristmill.models.classes",
+    "hf": "gristmill.models.hf",
     "onnx": "gristmill.models.onnx",
     "caffe": "gristmill.models.caffe",
 }
@@ -41,6 +48,8 @@ def kind_of(ref: str) -> ModelKind:
     """Which backend handles ``ref``; a one-line SpecError when none does."""
     if ref in BUILTIN:
         return "builtin"
+    if ref.startswith(HF_PREFIX):
+        return "hf"
     suffix = os.path.splitext(ref)[1].lower()
     if suffix in _SUFFIXES:
         if not os.path.exists(ref):
@@ -49,7 +58,7 @@ def kind_of(ref: str) -> ModelKind:
             raise SpecError(f"model {ref} is not a file")
         return _SUFFIXES[suffix]
     if ":" in ref and not os.path.exists(ref):
-        return "factory"
+        return "callable" if _is_plain_class(ref) else "factory"
     if os.path.exists(ref):
         raise SpecError(
             f"model {ref}: unknown file type {suffix or '(none)'}; expected one of "
@@ -57,8 +66,24 @@ def kind_of(ref: str) -> ModelKind:
         )
     raise SpecError(
         f"model {ref} not found: give a bundled name ({', '.join(BUILTIN)}), a model file, "
-        "or package.module:factory"
+        "hf:SNAPSHOT, package.module:factory or package.module:Class"
     )
+
+
+def _is_plain_class(ref: str) -> bool:
+    """``package.module:Class`` names a class that is not a ``torch.nn.Module`` (Ray Data's
+    callable-class way); a function or a module class stays the torch factory path. An import
+    failure is left to the torch backend, which reports it in one line."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attr, None)
+    except Exception:
+        return False
+    if not isinstance(target, type):
+        return False
+    # A class whose module imported no torch cannot subclass nn.Module: torch stays unimported.
+    torch = sys.modules.get("torch")
+    return torch is None or not issubclass(target, torch.nn.Module)
 
 
 def backend(spec: ModelSpec) -> Backend:
@@ -66,41 +91,52 @@ def backend(spec: ModelSpec) -> Backend:
     return module  # type: ignore[return-value]
 
 
+def capabilities(spec: ModelSpec) -> Capabilities:
+    """What the model's backend can do (precisions, shared weights, pinned input, modalities)."""
+    return backend(spec).capabilities(spec)
+
+
 def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
     """What the model offers, found in the driver before any worker starts.
 
-    ``cache`` keeps the module a PyTorch model was built into, for
-    the driver's later steps (shared weights, calibration); other backends need none.
+    ``cache`` keeps the model a backend with ``driver_model`` built, for the driver's later steps
+    (shared weights, calibration).
     """
-    if cache is not None and _BACKENDS[kind_of(spec.ref)] == "gristmill.models.torch":
-        return backend(spec).describe(spec, cache)  # type: ignore[call-arg]
-    return backend(spec).describe(spec)
+    return backend(spec).describe(spec, cache)
 
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
-           **options: object) -> Model:
+           precision: str = "fp32", shared_weights: str | None = None,
+           cache: ModelCache | None = None, preprocess: Preprocess | None = None) -> Model:
     """Build the model in the process that will run it (call ``setup`` next).
 
-    ``options`` (``precision``, ``shared_weights``) go only to backends that take them: the
-    torch backend; others run as before (a non-default precision there is refused in the driver).
+    Each option goes only to a backend whose capabilities declare it; a precision the backend
+    lacks is refused in the driver (``job.resolve``), so here it is an error too.
     """
-    kind = kind_of(spec.ref)
-    if _BACKENDS[kind] != "gristmill.models.torch":
-        options = {}
-    return backend(spec).create(spec, outputs=outputs, device=device, threads=threads,
-                                **options)
+    caps = capabilities(spec)
+    options: dict[str, Any] = {}
+    if precision != "fp32":
+        if precision not in caps.precisions:
+            raise SpecError(f"--precision {precision}: model {spec.ref} runs only "
+                            f"{', '.join(sorted(caps.precisions))}")
+        options["precision"] = precision
+    if shared_weights and caps.shared_weights:
+        options["shared_weights"] = shared_weights
+    if cache is not None and caps.driver_model:
+        options["cache"] = cache
+    if preprocess is not None and caps.preprocess:
+        options["preprocess"] = preprocess
+    return backend(spec).create(spec, outputs=outputs, device=device, threads=threads, **options)
 
 
 def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
                   outputs: tuple[str, ...] = ()) -> str | None:
     """Driver: save the weights once for CPU workers to map (None when the backend cannot);
     ``outputs`` are the job's, whose modules the saved inference graph keeps as they are."""
-    if _BACKENDS[kind_of(spec.ref)] != "gristmill.models.torch":
+    if not capabilities(spec).shared_weights:
         return None
-    from .torch import share_weights as save
-
-    return save(spec, folder, cache, outputs)
+    return backend(spec).share_weights(spec, folder, cache, outputs)  # type: ignore[attr-defined]
 
 
-__all__ = ["Model", "ModelCache", "ModelInfo", "check_outputs", "create", "describe", "kind_of",
-           "share_weights"]
+__all__ = ["Capabilities", "Model", "ModelCache", "ModelInfo", "capabilities", "check_outputs",
+           "create", "describe", "kind_of", "share_weights"]

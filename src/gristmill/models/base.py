@@ -5,6 +5,10 @@ it, `setup` loads weights onto the device once, `predict` maps one batch (a floa
 the spec's layout, usually a view of a shared-memory slot) to named numpy arrays with one row per
 input, and `teardown` frees it. `describe` runs in the driver before any process starts: it must be
 cheap, must not need the device, and raises `SpecError` (one line) for a missing or broken model.
+
+What a backend can do beyond that is declared, never guessed from its name: `capabilities(spec)`
+returns a `Capabilities`, and the driver, the tuner and the runner read only that (so a new backend
+touches `models/` alone).
 """
 
 from __future__ import annotations
@@ -16,6 +20,35 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..spec import ModelSpec, Preprocess
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one model (of one backend) supports; the callers' only source for these decisions.
+
+    ``precisions``: the ``--precision`` values it runs (others are refused in the driver).
+    ``shared_weights``: the backend's ``share_weights(spec, folder, cache, keep)`` saves weights
+    once for CPU workers to map, and ``create`` takes ``shared_weights=PATH``.
+    ``pinned_input``: the model has ``pin_host(address, nbytes)`` to page-lock the slot ring.
+    ``driver_model``: ``describe`` builds the model into the job's ``ModelCache`` and ``create``
+    takes ``cache=`` to reuse it (calibration in the driver builds nothing twice).
+    ``names``: ``predict`` takes ``names=`` (the batch's input names) as well as the array.
+    ``preprocess``: ``create`` takes ``preprocess=`` (the job's resolved preprocessing).
+    ``normalize``: the model honours ``ModelSpec.normalize`` (unit-vector embeddings).
+    ``modalities``: the inputs it embeds (``image``, ``text``).
+    """
+
+    precisions: frozenset[str] = frozenset({"fp32"})
+    shared_weights: bool = False
+    pinned_input: bool = False
+    driver_model: bool = False
+    names: bool = False
+    preprocess: bool = False
+    normalize: bool = False
+    modalities: frozenset[str] = frozenset({"image"})
+
+
+FULL_PRECISION = Capabilities()
 
 
 @dataclass(frozen=True)
@@ -56,19 +89,25 @@ class Model(Protocol):
         """Load weights onto the device; called once per worker."""
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for one batch, each an array whose first axis matches the batch."""
+        """Outputs for one batch, each an array whose first axis matches the batch (a model whose
+        capabilities say ``names`` also takes ``names=``, the rows' input names)."""
 
     def teardown(self) -> None:
         """Free what setup took."""
 
 
 class Backend(Protocol):
-    """One family of model files (torch, onnx, caffe): a module with these two functions."""
+    """One family of models (torch, onnx, caffe, hf, callable classes): a module with these
+    functions. ``create`` gets the keyword options its ``Capabilities`` declare (``precision``,
+    ``shared_weights``, ``cache``, ``preprocess``) and no others."""
 
-    def describe(self, spec: ModelSpec) -> ModelInfo: ...
+    def capabilities(self, spec: ModelSpec) -> Capabilities: ...
+
+    def describe(self, spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo: ...
 
     def create(
-        self, spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int
+        self, spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
+        **options: Any,
     ) -> Model: ...
 
 

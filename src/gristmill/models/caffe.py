@@ -17,14 +17,18 @@ import numpy as np
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
-from .base import ModelInfo
+from .base import FULL_PRECISION, Capabilities, ModelCache, ModelInfo
 
 log = logging.getLogger(__name__)
 
 _IMAGENET_SIZES = (224, 227)
 
 
-def describe(spec: ModelSpec) -> ModelInfo:
+def capabilities(spec: ModelSpec) -> Capabilities:
+    return FULL_PRECISION
+
+
+def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
     """What the net offers, from the prototxt alone (cheap; no weights are read)."""
     import os
 

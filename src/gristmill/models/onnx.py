@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..spec import ModelSpec
-from .base import ModelInfo
+from .base import FULL_PRECISION, Capabilities, ModelCache, ModelInfo
 from .torch import IMAGENET_PRESET
 
 
@@ -40,7 +40,11 @@ def _session(path: str, threads: int, device: str) -> Any:
         raise SpecError(f"model file {path} is not a valid ONNX model: {first}") from None
 
 
-def describe(spec: ModelSpec) -> ModelInfo:
+def capabilities(spec: ModelSpec) -> Capabilities:
+    return FULL_PRECISION
+
+
+def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
     session = _session(spec.ref, 1, "cpu")
     names = tuple(o.name for o in session.get_outputs())
     preset = IMAGENET_PRESET

@@ -5,8 +5,9 @@ tuple gives ``output0``, ``output1`` ...) and, for eager modules, by any submodu
 with a forward hook (``--outputs layer4,fc``). ``describe`` finds the names with one forward pass
 on a zero image in the driver, so a wrong name fails before any worker starts.
 
-Weights files are read with ``torch.load(weights_only=True)``: a pickle in a weights file cannot run
-code unless the user passes ``trusted_pickle``.
+Weights files: a ``.safetensors`` file is mapped (``weightfile``; a pickle under that name is
+refused unread); any other file is read with ``torch.load(weights_only=True)``, so a pickle in a
+weights file cannot run code unless the user passes ``trusted_pickle``.
 
 Speed and memory: an eager module runs as its inference graph (``fold.for_inference``: BatchNorm
 folded into convolutions, residual additions in place). The driver saves that graph's weights once
@@ -36,8 +37,8 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
-from . import kind_of
-from .base import ModelCache, ModelInfo
+from . import kind_of, weightfile
+from .base import Capabilities, ModelCache, ModelInfo
 from .fold import for_inference
 
 EAGER = ("builtin", "factory")  # kinds built as nn.Modules: shared weights, the inference graph
@@ -45,6 +46,18 @@ EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5
                                  std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
 IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
                              std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
+
+
+EAGER_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
+                                  shared_weights=True, pinned_input=True, driver_model=True)
+FILE_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
+                                 pinned_input=True, driver_model=True)
+
+
+def capabilities(spec: ModelSpec) -> Capabilities:
+    """Every torch model runs under autocast and takes a pinned ring; only eager modules (built
+    from code) can be rebuilt on the meta device around shared, mapped weights."""
+    return EAGER_CAPABILITIES if kind_of(spec.ref) in EAGER else FILE_CAPABILITIES
 
 
 def _load_factory(ref: str) -> Callable[[], nn.Module]:
@@ -99,11 +112,10 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
     path = spec.weights or ""
     if not os.path.isfile(path):
         raise SpecError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=not spec.trusted_pickle)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError(f"weights file {path} cannot be read: {first}") from None
+    if path.lower().endswith(weightfile.SUFFIX):
+        state = weightfile.map_tensors(path)  # a pickle named .safetensors is refused unread
+    else:
+        state = _load_pickled(path, spec.trusted_pickle)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     try:
@@ -111,6 +123,14 @@ def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0]
         raise SpecError(f"weights file {path} does not fit model {spec.ref}: {first}") from None
+
+
+def _load_pickled(path: str, trusted: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"weights file {path} cannot be read: {first}") from None
 
 
 def _module(spec: ModelSpec, cache: ModelCache | None) -> nn.Module:
@@ -260,6 +280,8 @@ class TorchModel:
         def capture(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if isinstance(output, tuple | list):
                 output = output[0]
+            elif isinstance(output, dict):  # a transformers ModelOutput: its first tensor
+                output = next(v for v in output.values() if isinstance(v, torch.Tensor))
             self._captured[name] = output
 
         return capture
@@ -311,7 +333,10 @@ class TorchModel:
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", shared_weights: str | None = None,
-           prebuilt: Any = None) -> TorchModel:
+           cache: ModelCache | None = None) -> TorchModel:
+    """``cache``: the driver's, whose eager module (built by ``describe``) the model runs as is."""
+    prebuilt = cache.get(spec, build_module) if (
+        cache is not None and kind_of(spec.ref) in EAGER) else None
     return TorchModel(spec=spec, outputs=outputs, device=device, threads=threads,
                       precision=precision, shared_weights=shared_weights,
                       prebuilt=prebuilt)

@@ -1,0 +1,277 @@
+"""Hugging Face snapshots: ``--model hf:PATH`` (a snapshot folder, or a model id already in the
+local Hugging Face cache) for ``transformers`` vision models and dual encoders (CLIP, SigLIP,
+DINOv2, ViT and others with the same outputs).
+
+Nothing is downloaded unless ``GRISTMILL_HF_DOWNLOAD=1`` is set (and the machine is online): a model
+id missing from the cache is a one-line error. Weights must be safetensors (``model.safetensors``
+or its sharded index); a snapshot with only ``pytorch_model.bin`` (a pickle) is refused unread.
+The weights are mapped (``weightfile.map_tensors``) into a model built without initialising its
+parameters, so the CPU workers of a machine share the snapshot's pages in the page cache.
+
+Preprocessing comes from the snapshot's ``preprocessor_config.json`` (``preset``): size, centre
+crop, mean/std (after the processor's rescale), resampling (bicubic for CLIP), so gristmill's rows
+match what ``transformers``' own image processor makes; the usual flags override it.
+
+Outputs (``ImageTower``): ``image_embeds`` (the projected embedding of ``get_image_features``;
+unit vectors with ``--normalize``), ``pooled`` (the vision tower's pooler output), ``cls_token``
+and ``patch_mean`` (summaries of ``last_hidden_state``: the first token where the model has a class
+token, and the mean of the patch tokens), ``last_hidden_state`` itself, ``logits`` for
+classifiers, and any submodule by its name in the ``transformers`` model (a forward hook).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+from ..spec import ModelSpec, Preprocess
+from . import HF_PREFIX, weightfile
+from .base import Capabilities, ModelCache, ModelInfo
+from .torch import TorchModel, flatten_outputs
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_ENV = "GRISTMILL_HF_DOWNLOAD"
+CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}), pinned_input=True,
+                            driver_model=True, normalize=True)
+_FILTERS = {2: "bilinear", 3: "bicubic"}  # PIL's numbering, as the processor configs use it
+_SHORTEST_EDGE_INT = ("CLIP", "Bit", "Chinese")  # processors whose plain int size is the short side
+
+
+def capabilities(spec: ModelSpec) -> Capabilities:
+    return CAPABILITIES
+
+
+# -- the snapshot ----------------------------------------------------------------------------------
+def snapshot(ref: str) -> str:
+    """The snapshot folder ``hf:PATH`` names: the folder itself, or the cached snapshot of a model
+    id (downloaded only when ``GRISTMILL_HF_DOWNLOAD=1``)."""
+    target = ref[len(HF_PREFIX):]
+    if os.path.isdir(target):
+        return os.path.abspath(target)
+    if not target or target.startswith((".", "/")) or target.count("/") > 1:
+        raise SpecError(f"model {ref}: no snapshot folder {target!r}")
+    allowed = os.environ.get(DOWNLOAD_ENV) == "1"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(target, local_files_only=not allowed)
+    except Exception as exc:
+        why = "it is not in the local Hugging Face cache (gristmill downloads nothing unless " \
+              f"{DOWNLOAD_ENV}=1)" if not allowed else str(exc).splitlines()[0]
+        raise SpecError(f"model {ref}: not a folder, and {why}") from None
+
+
+def _read_json(path: str, ref: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"model {ref}: the snapshot has no {os.path.basename(path)}") from None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"model {ref}: cannot read {os.path.basename(path)}: {exc}") from None
+
+
+def weight_files(folder: str, ref: str) -> list[str]:
+    """The snapshot's safetensors files, each checked (a pickle is refused unread)."""
+    single = os.path.join(folder, "model.safetensors")
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        shards = sorted(set(_read_json(index, ref).get("weight_map", {}).values()))
+        files = [os.path.join(folder, name) for name in shards]
+    elif any(os.path.isfile(os.path.join(folder, n)) for n in ("pytorch_model.bin",
+                                                               "pytorch_model.bin.index.json")):
+        raise SpecError(f"model {ref}: the snapshot has only pickle weights (pytorch_model.bin); "
+                        "gristmill loads safetensors only (save it with safe_serialization=True)")
+    else:
+        raise SpecError(f"model {ref}: the snapshot has no model.safetensors")
+    for path in files:
+        weightfile.require_safetensors(path)
+    return files
+
+
+def preset(folder: str, ref: str) -> Preprocess:
+    """gristmill's preprocessing equal to the snapshot's image processor config."""
+    cfg = _read_json(os.path.join(folder, "preprocessor_config.json"), ref)
+    kind = str(cfg.get("image_processor_type", ""))
+    resize: int | tuple[int, int] | None = None
+    if cfg.get("do_resize", True):
+        size = cfg.get("size", 224)
+        if isinstance(size, dict) and "shortest_edge" in size:
+            resize = int(size["shortest_edge"])
+        elif isinstance(size, dict) and "height" in size and "width" in size:
+            resize = (int(size["height"]), int(size["width"]))
+        elif isinstance(size, int):
+            resize = size if kind.startswith(_SHORTEST_EDGE_INT) else (size, size)
+        else:
+            raise SpecError(f"model {ref}: unsupported image processor size {size!r}")
+    crop = None
+    if cfg.get("do_center_crop", False):
+        c = cfg.get("crop_size", resize)
+        crop = (int(c["height"]), int(c["width"])) if isinstance(c, dict) else (int(c), int(c))
+    if resize is None and crop is None:
+        raise SpecError(f"model {ref}: the image processor neither resizes nor crops; "
+                        "give --resize HxW")
+    resample = _FILTERS.get(int(cfg.get("resample", 2)))
+    if resample is None:
+        log.warning("model %s: resample filter %s is not offered; using bicubic", ref,
+                    cfg.get("resample"))
+        resample = "bicubic"
+    scale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if cfg.get("do_normalize", True):
+        mean = tuple(float(m) / scale for m in _three(cfg.get("image_mean", 0.5)))
+        std = tuple(float(s) / scale for s in _three(cfg.get("image_std", 0.5)))
+    elif scale != 1.0:
+        std = (1.0 / scale,) * 3
+    return Preprocess(resize=resize, crop=crop, mean=mean, std=std, channel_order="RGB",
+                      layout="NCHW", resample=resample)
+
+
+def _three(value: Any) -> list[float]:
+    return list(value) if isinstance(value, list | tuple) else [value] * 3
+
+
+def load_model(folder: str, ref: str) -> nn.Module:
+    """The snapshot's ``transformers`` model, eval mode, its weights mapped from the snapshot."""
+    import transformers
+
+    config = _read_json(os.path.join(folder, "config.json"), ref)
+    files = weight_files(folder, ref)
+    try:
+        auto = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise SpecError(f"model {ref}: transformers cannot read its config: "
+                        f"{str(exc).splitlines()[0]}") from None
+    arch = (config.get("architectures") or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        cls = transformers.AutoModel._model_mapping.get(type(auto))
+    if cls is None:
+        raise SpecError(f"model {ref}: transformers has no model class for "
+                        f"{arch or auto.model_type}")
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        state.update(weightfile.map_tensors(path))
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every parameter is replaced by a mapped tensor below
+        model = cls(auto)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.missing_keys:  # renamed keys (older checkpoints): transformers' own loader maps them
+        log.info("model %s: %d keys not in the snapshot by name; loading with transformers",
+                 ref, len(result.missing_keys))
+        model = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    return model.eval()
+
+
+# -- the module gristmill runs ---------------------------------------------------------------------
+class ImageTower(nn.Module):
+    """Named image outputs of a ``transformers`` model (see module docstring) from pixel values.
+
+    ``named_modules`` are the wrapped model's own, so ``--outputs vision_model.encoder`` hooks the
+    name a user reads in ``transformers``.
+    """
+
+    def __init__(self, model: nn.Module, normalize: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.normalize = normalize
+        self.tower = getattr(model, "vision_model", None) or model.base_model
+        self._seen: dict[str, torch.Tensor] = {}
+        self.tower.register_forward_hook(self._capture)
+
+    def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True):
+        return self.model.named_modules(memo, prefix, remove_duplicate)
+
+    def _capture(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        for key in ("last_hidden_state", "pooler_output"):
+            value = getattr(output, key, None)
+            if isinstance(value, torch.Tensor):
+                self._seen[key] = value  # the tensor itself: a caller may replace the field
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._seen = {}
+        out: dict[str, torch.Tensor] = {}
+        if hasattr(self.model, "get_image_features"):
+            result = self.model.get_image_features(pixel_values=pixel_values)
+            embeds = result if isinstance(result, torch.Tensor) else result.pooler_output
+            out["image_embeds"] = _unit(embeds) if self.normalize else embeds
+        else:
+            result = self.model(pixel_values=pixel_values)
+            logits = getattr(result, "logits", None)
+            if isinstance(logits, torch.Tensor):
+                out["logits"] = logits
+        if "pooler_output" in self._seen:
+            out["pooled"] = self._seen["pooler_output"]
+        hidden = self._seen.get("last_hidden_state")
+        if hidden is not None and hidden.ndim == 3:
+            prefix = _prefix_tokens(hidden.shape[1], pixel_values.shape[-2:], self.model)
+            if prefix:
+                out["cls_token"] = hidden[:, 0]
+            out["patch_mean"] = hidden[:, prefix:].mean(dim=1)
+            out["last_hidden_state"] = hidden
+        return out
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _prefix_tokens(tokens: int, hw: torch.Size, model: nn.Module) -> int:
+    """Tokens before the patches (class token, registers): tokens minus the patch grid's size."""
+    config = getattr(model.config, "vision_config", model.config)
+    patch = getattr(config, "patch_size", None)
+    if not isinstance(patch, int) or patch <= 0:
+        return 0
+    return max(0, tokens - (int(hw[0]) // patch) * (int(hw[1]) // patch))
+
+
+def build(spec: ModelSpec) -> ImageTower:
+    folder = snapshot(spec.ref)
+    return ImageTower(load_model(folder, spec.ref), spec.normalize).eval()
+
+
+def _tower(spec: ModelSpec, cache: ModelCache | None) -> ImageTower:
+    return cache.get(spec, build) if cache is not None else build(spec)
+
+
+def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
+    folder = snapshot(spec.ref)
+    pre = preset(folder, spec.ref)
+    weight_files(folder, spec.ref)  # a pickle-only snapshot fails before transformers loads
+    tower = _tower(spec, cache)
+    h, w = pre.size
+    try:
+        with torch.inference_mode():
+            top = list(flatten_outputs(tower(torch.zeros(1, 3, h, w))))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"model {spec.ref} fails on a {h}x{w} image: {first}") from None
+    summaries = [n for n in top if n != "last_hidden_state"]
+    defaults = next(([n] for n in ("image_embeds", "logits", "pooled") if n in top), summaries[:1])
+    names = [n for n, _ in tower.named_modules() if n]
+    return ModelInfo(outputs=(*top, *names), default_outputs=tuple(defaults), preset=pre)
+
+
+class HFModel(TorchModel):
+    """A ``TorchModel`` running the snapshot's ``ImageTower`` (built in ``setup``)."""
+
+    def setup(self) -> None:
+        if self.prebuilt is None:
+            self.prebuilt = build(self.spec)
+        super().setup()
+
+
+def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
+           precision: str = "fp32", cache: ModelCache | None = None) -> HFModel:
+    return HFModel(spec=spec, outputs=outputs, device=device, threads=threads,
+                   precision=precision, prebuilt=_tower(spec, cache) if cache else None)
