@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import ledger
-from .engines import forkserver
+from .engines import base as engines
+from .engines.base import Backend
 from .errors import JobFailed, SpecError
 from .job import prepare
 from .progress import Report, Tracker
@@ -63,22 +64,24 @@ def model_ref(model: str | type) -> str:
 
 
 def execute(spec: JobSpec) -> Report:
-    """Prepare, run the pending shards on the spec's engine, and refresh ``features.h5``."""
+    """Prepare, run the pending shards on the spec's engine, and refresh ``features.h5``.
+
+    OUT is locked first (``ledger.lock_out``: one driver per OUT), before any process starts,
+    and stays locked until the view is built.
+    """
     spec.check()  # before starting anything for it
-    # the engine's worker processes start now, their imports overlapping the preparation
-    if spec.engine == "ray":
-        from .engines.ray import prestart
-
-        actors = prestart(spec)
+    with ledger.lock_out(spec.out):
+        # the engine's processes start now, their imports overlapping the preparation
+        backend = engines.backend(spec)
         try:
-            return _execute(spec, None, actors)
+            return _execute(spec, backend)
         finally:
-            actors.close()  # the actors the engine did not take (a job that failed early)
-    return _execute(spec, forkserver.warm(), None)
+            backend.close()  # what the engine did not take (a job that failed early)
 
 
-def _execute(spec: JobSpec, warmup: forkserver.Warmup | None, actors: Any) -> Report:
-    job = prepare(spec, settle=warmup.settle if warmup else None)
+def _execute(spec: JobSpec, backend: Backend) -> Report:
+    job = prepare(spec, settle=backend.settle, devices=backend.devices(),
+                  calibrates=backend.calibrates)
     spec = job.spec
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
                     shards_skipped=len(job.done), resumed=job.resumed)
@@ -87,8 +90,7 @@ def _execute(spec: JobSpec, warmup: forkserver.Warmup | None, actors: Any) -> Re
 
     restore = raise_on_sigterm()
     try:
-        engine = _engine(spec, job, tracker, actors)
-        report.shards_failed = engine.run(job.pending)
+        report.shards_failed = backend.engine(job, tracker).run(job.pending)
     except JobFailed:
         with contextlib.suppress(OSError):  # what was committed stays readable
             refresh_view(spec, job.shards)
@@ -110,17 +112,6 @@ def _execute(spec: JobSpec, warmup: forkserver.Warmup | None, actors: Any) -> Re
         raise JobFailed(f"{len(report.shards_failed)} shard(s) failed; rerun the same command to "
                         f"retry them (first: {next(iter(report.shards_failed.values()))})", report)
     return report
-
-
-def _engine(spec: JobSpec, job: Any, on_event: Any, actors: Any) -> Any:
-    inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
-    if spec.engine == "ray":
-        from .engines.ray import RayEngine
-
-        return RayEngine(spec, inputs_path, job.workers, on_event, actors)
-    from .engines.local import LocalEngine
-
-    return LocalEngine(spec, inputs_path, job.workers, on_event)
 
 
 def refresh_view(spec: JobSpec, shards: Sequence[Any]) -> str:

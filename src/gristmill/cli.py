@@ -1,7 +1,12 @@
 """The command line: ``gristmill run SOURCE... -o OUT`` and ``gristmill inspect OUT``.
 
-Exit codes: 0 done (per-item errors are data, not failure), 1 the job ran but shards failed or it
-was stopped (rerun to resume), 2 a bad command line, model, path or option (one line, nothing ran).
+Exit codes: 0 done (per-item errors are data, not failure), 1 the job ran but shards failed
+(rerun to resume), 2 a bad command line, model, path or option, or an OUT another live run holds
+(one line, nothing ran), 130 stopped by Ctrl-C or SIGTERM (rerun to resume).
+
+stderr holds gristmill's own one-line messages and the summary, never a traceback: ``-v``/``-vv``
+or ``--log-level`` show more, ``--log-file PATH`` keeps everything with tracebacks (see
+``logs.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import logs
 from .errors import GristmillError, JobFailed, SpecError
 from .spec import JobSpec, ModelSpec, Preprocess
+
+log = logging.getLogger("gristmill.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,9 +70,10 @@ def _hw(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gristmill", description="Run a model over many images into HDF5.")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    _logging_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a model over SOURCE... into OUT (resumes if rerun)")
+    _logging_options(run, argparse.SUPPRESS)  # accepted after the command too
     run.add_argument("sources", nargs="+", metavar="SOURCE",
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
     run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
@@ -117,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _logging_options(parser: argparse.ArgumentParser, default: object) -> None:
+    def given(value: object) -> object:
+        return default if default is argparse.SUPPRESS else value
+
+    parser.add_argument("-v", "--verbose", action="count", default=given(0),
+                        help="more messages (-vv: debug)")
+    parser.add_argument("--log-level", type=str.upper, choices=logs.LEVELS, default=given(None),
+                        help="messages shown on stderr (default WARNING)")
+    parser.add_argument("--log-file", default=given(None), metavar="PATH",
+                        help="also append every message, with tracebacks, to PATH")
+
+
+def _log_setup(args: argparse.Namespace) -> logs.LogSetup:
+    level = (getattr(logging, args.log_level) if args.log_level
+             else logging.WARNING - 10 * min(args.verbose, 2))
+    return logs.LogSetup(level, args.log_file)
+
+
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
     std = args.std
     if args.scale is not None:
@@ -157,8 +184,11 @@ def _inspect(out: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="gristmill: %(levelname)s: %(message)s")
+    try:
+        logs.configure(_log_setup(args))
+    except OSError as exc:
+        print(f"gristmill: error: --log-file {args.log_file}: {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         if args.command == "inspect":
             return _inspect(args.out)
@@ -179,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except GristmillError as exc:
         print(f"gristmill: failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line here, the traceback in --log-file
+        log.debug("unexpected error", exc_info=True)
+        print(f"gristmill: failed: unexpected {type(exc).__name__}: {exc} (rerun with "
+              "--log-file PATH to keep the traceback for a bug report)", file=sys.stderr)
         return 1
     print(report.summary(), file=sys.stderr)
     if args.report:

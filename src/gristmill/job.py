@@ -103,29 +103,26 @@ def plan_workers(spec: JobSpec, devices: list[str], batch_size: int, *,
 
 
 def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:
-    """A local CPU job that left any of workers/threads/loaders to us is worth a two-second probe.
+    """A CPU job that left any of workers/threads/loaders to us is worth a two-second probe.
 
-    (Ray actors are planned from the cluster's nodes, not from this machine's rates.)
+    (Only for engines whose workers run on this machine: ``Backend.calibrates``.)
     """
-    return (spec.engine == "local" and devices[0] == "cpu"
-            and not (spec.workers and spec.threads and spec.loaders))
+    return devices[0] == "cpu" and not (spec.workers and spec.threads and spec.loaders)
 
 
-def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobSpec, list[str]]:
+def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
+            devices: list[str] | None = None) -> tuple[JobSpec, list[str]]:
     """The spec with the model's preset, outputs and batch size filled in; and the devices.
 
-    ``cache`` keeps the module a PyTorch model was built into for ``prepare``'s later steps.
+    ``cache`` keeps the module a PyTorch model was built into for ``prepare``'s later steps;
+    ``devices`` are the engine's when it decided them (Ray: from the cluster), else this
+    machine's for ``spec.device``.
     """
     spec.check()
     info = models.describe(spec.model, cache)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
     preprocess = spec.preprocess.over(info.preset).complete()
-    if spec.engine == "ray":  # the cluster's resources, not this machine's, decide the devices
-        from .engines.ray_worker import resolve_cluster
-
-        devices = resolve_cluster(spec)
-    else:
-        devices = resolve_devices(spec.device)
+    devices = devices or resolve_devices(spec.device)
     caps = models.capabilities(spec.model)
     precisions = caps.precisions
     if spec.model.normalize and not caps.normalize:
@@ -148,14 +145,17 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobS
     return resolved, devices
 
 
-def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> PreparedJob:
+def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
+            devices: list[str] | None = None, calibrates: bool = True) -> PreparedJob:
     """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger.
 
     ``settle`` is called before the calibration timings (the engine's own start-up, running
-    beside this, waits there so that it does not skew them).
+    beside this, waits there so that it does not skew them). ``devices`` and ``calibrates`` come
+    from the engine's ``Backend``: the devices it decided, and whether its workers run on this
+    machine (so that this machine's measured rates size them).
     """
     cache = models.ModelCache()  # describe, shared weights and calibration build the model once
-    spec, devices = resolve(spec, cache)
+    spec, devices = resolve(spec, cache, devices=devices)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
@@ -177,7 +177,7 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> Prepared
     if len(done) < len(shards) and devices[0] == "cpu":
         shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache,
                                       spec.outputs)
-    if len(done) < len(shards) and needs_calibration(spec, devices):
+    if len(done) < len(shards) and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
         rates = calibrate(spec, inputs, cpu_count(), cache=cache)

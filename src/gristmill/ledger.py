@@ -7,6 +7,7 @@ Layout of OUT::
     shards/shard-N.h5     one shard's names, outputs and errors
     shards/shard-N.json   its marker, written last: counts, input hash, spec hash
     features.h5           the one file users open: a view over all committed shards
+    lock                  who runs the job now: {"host", "pid", "started"} (see ``lock_out``)
 
 Commit protocol (runs in the worker that computed the shard): write the shard to a temporary name,
 fsync, rename to its final name, fsync the folder, then write the marker the same way. A shard
@@ -14,16 +15,27 @@ exists for every reader only once its marker does, so a crash at any point leave
 a whole shard; a shard computed twice (a retry after a kill) is committed once, because a second
 attempt that finds the marker discards its file. Resume reads the markers only: its cost grows with
 the number of shards, not of items.
+
+One driver per OUT: a run holds an exclusive ``flock`` on ``OUT/lock`` from before its first
+process starts until ``features.h5`` is built (``lock_out``); a second run is refused with the
+holder's host, pid and start time. The kernel drops the lock with its holder, however that dies
+(SIGKILL, OOM, power loss), so a dead driver never blocks the next run. On a filesystem without
+working ``flock`` (some FUSE and SMB mounts) the lock cannot be taken: the run goes on with one
+warning and nothing stops two drivers (they would compute the same shards; the commit protocol
+still commits each once). NFS v4 (and v3 with lockd) locks are shared by every client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import SpecError
@@ -35,6 +47,8 @@ JOB_FILE = "job.json"
 INPUTS_FILE = "inputs.npz"
 SHARDS_DIR = "shards"
 VIEW_FILE = "features.h5"
+LOCK_FILE = "lock"
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # flock not supported
 
 
 def shard_path(out: str, shard: Shard) -> str:
@@ -194,3 +208,79 @@ def remove_stale_temps(out: str) -> None:
         if name.endswith(".tmp") and name.startswith((VIEW_FILE, INPUTS_FILE, JOB_FILE)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(out, name))
+
+
+@contextlib.contextmanager
+def lock_out(out: str) -> Iterator[dict[str, Any]]:
+    """Hold OUT for this run (see module docstring); ``SpecError`` naming the holder if held.
+
+    Creates OUT if needed (and removes it again if the run leaves nothing else in it). Yields
+    what was written into the lock file.
+    """
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise SpecError(f"output folder {out} is not writable: {exc.strerror}") from None
+    try:
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        if _take(fd, out):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield me
+    finally:
+        os.close(fd)  # the lock goes with the descriptor
+        if created:
+            with contextlib.suppress(OSError):  # a run refused early leaves no empty folder
+                if os.listdir(out) == [LOCK_FILE]:
+                    os.unlink(os.path.join(out, LOCK_FILE))
+                    os.rmdir(out)
+
+
+def _take(fd: int, out: str) -> bool:
+    """True once locked; False where the filesystem has no locks; SpecError if held."""
+    for attempt in range(5):  # a ``holder`` probe holds a shared lock for a moment
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.05 * attempt)
+        except OSError as exc:
+            if exc.errno not in NO_LOCKS:
+                raise
+            log.warning("output folder %s: its filesystem does not support locks (%s); nothing "
+                        "stops a second run on it", out, exc.strerror)
+            return False
+    info = _read_lock(fd)
+    raise SpecError(f"output folder {out} is in use by another gristmill run (host "
+                    f"{info.get('host', '?')}, pid {info.get('pid', '?')}, started "
+                    f"{info.get('started', '?')}); wait for it to end or stop it")
+
+
+def holder(out: str) -> dict[str, Any] | None:
+    """What the live driver holding OUT wrote in its lock file; None when no live run holds it."""
+    try:
+        fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_lock(fd)
+        except OSError:
+            return None  # no locks on this filesystem: nothing can tell
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_lock(fd: int) -> dict[str, Any]:
+    try:
+        value = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

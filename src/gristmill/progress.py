@@ -13,7 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines.messages import Progress, Receipt, ShardFailed, WorkerReady
+from .engines.messages import (
+    Progress,
+    Receipt,
+    ShardFailed,
+    ShardRetried,
+    WorkerReady,
+    WorkerReplaced,
+)
 
 
 @dataclass
@@ -33,6 +40,8 @@ class Report:
         "load": 0.0, "model": 0.0, "write": 0.0})
     workers: list[dict[str, Any]] = field(default_factory=list)
     resumed: bool = False
+    workers_replaced: int = 0  # faults survived: worker processes (or actors) lost and replaced
+    shards_retried: int = 0  # shard attempts charged and run again
 
     @property
     def throughput(self) -> float:
@@ -59,9 +68,16 @@ class Report:
                 for w in self.workers),
             f"  output: {self.out}/features.h5",
         ]
+        if self.workers_replaced or self.shards_retried:
+            lines.insert(2, f"  faults survived: {_plural(self.workers_replaced, 'process')} "
+                            f"replaced, {_plural(self.shards_retried, 'shard')} retried")
         for shard, reason in sorted(self.shards_failed.items())[:5]:
             lines.append(f"  FAILED shard-{shard:06d}: {reason}")
         return "\n".join(lines)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 class Tracker:
@@ -91,6 +107,10 @@ class Tracker:
             pass  # the engine reports given-up shards in its result
         elif isinstance(message, WorkerReady):
             r.workers.append(dataclasses.asdict(message))
+        elif isinstance(message, WorkerReplaced):
+            r.workers_replaced += 1
+        elif isinstance(message, ShardRetried):
+            r.shards_retried += 1
 
     def close(self) -> None:
         self.report.seconds = time.monotonic() - self.started

@@ -17,9 +17,12 @@ workers are spawned as before.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import threading
 from multiprocessing.context import BaseContext
+
+log = logging.getLogger(__name__)
 
 PRELOAD = "gristmill.engines.preload"
 
@@ -31,6 +34,11 @@ def context() -> BaseContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])  # takes effect when the server starts, not after
     return ctx
+
+
+def spawn_context() -> BaseContext:
+    """Where workers come from once the fork server keeps failing (see ``local``)."""
+    return mp.get_context("spawn")
 
 
 def _noop() -> None:
@@ -49,8 +57,11 @@ class Warmup:
     def _start() -> None:
         process = context().Process(target=_noop, name="gristmill-forkserver-probe",
                                     daemon=True)  # an exiting driver does not wait for it
-        process.start()  # answered only once the server has imported the preload module
-        process.join()
+        try:
+            process.start()  # answered only once the server has imported the preload module
+            process.join()
+        except Exception:  # the server was killed while starting: the engine restarts it
+            log.debug("fork server warm-up failed", exc_info=True)
 
     def settle(self) -> None:
         self.thread.join()

@@ -2,66 +2,66 @@
 
 Process tree::
 
-    driver (this process)         plans, hands out shards, watches liveness, builds features.h5
-    └── fork server               torch and the worker code imported once (see forkserver.py)
-        ├── worker 0              ShardRunner: model loaded once, slot ring, commits shards
-        │   ├── loader 0.0 ...    decode into the worker's slots
-        └── worker 1 ...
+    driver (this process)         plans, supervises (supervisor.py), builds features.h5
+    ├── fork server               torch and the worker code imported once (see forkserver.py)
+    │   ├── worker 0              ShardRunner: model loaded once, slot ring, commits shards
+    │   │   ├── loader 0.0 ...    decode into the worker's slots
+    │   └── worker 1 ...
+    ├── resource tracker          Python's; started by multiprocessing, holds nothing of ours
+    └── shm cleaner               unlinks the job's rings by name if the driver is killed
 
-Each worker talks to the driver through its own pipe (a process killed mid-message can corrupt only
-its own pipe, never a queue shared with the others). The driver keeps at most ``PREFETCH`` shards in
-flight per worker, so a slow worker never holds work that an idle one could take.
+This module is the local worker handle: a process with its own pipe to the driver (a process
+killed mid-message can corrupt only its own pipe, never a queue shared with the others). The loop
+that hands out shards and replaces lost workers is ``supervisor.Supervisor``, shared with Ray.
 
-Supervision: the driver wakes at least every ``POLL`` seconds. A worker that exits (any signal, OOM,
-segfault) or, once ready, sends nothing for ``stall_timeout`` seconds while holding shards (a hung
-decoder, a stopped process, a deadlocked device) is killed, its ring is
-unlinked, its shards go back to the front of the queue (the one it was computing is charged an
-attempt) and a fresh worker takes its place. A shard that fails ``max_attempts`` times is given up
-and reported; everything else still runs.
+Every process of the tree can be killed at any moment and costs at most a restart:
 
-Shutdown order (written once, here): send ``Stop`` to every worker; each worker stops its loaders,
-unlinks its ring and exits; after ``JOIN_SECONDS`` the driver kills stragglers and unlinks their
-rings by name. On Ctrl-C or SIGTERM the same runs, with in-flight shards abandoned (their temporary
-files are removed by the next run; committed shards are untouched).
+- a worker or loader: replaced (by the supervisor or by its worker); the driver unlinks a dead
+  worker's ring and its semaphores by name (``ring.unlink``);
+- the fork server: its workers die with it (``PR_SET_PDEATHSIG``) and are replaced; the next start
+  relaunches the server. A start that fails (the server died mid-request: ``EOFError``) is a lost
+  worker like any other; after ``SERVER_FAILURES`` failed starts in a row, workers are spawned
+  instead, with one warning line;
+- the resource tracker: relaunched by ``multiprocessing`` when next needed, its warning silenced
+  (``shm.quiet_tracker``): no resource of ours is registered with it;
+- the cleaner: restarted between rounds (``tend``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import JobFailed
+from .. import ledger, logs
+from ..loader import shm
 from ..loader.process import die_with_parent
-from ..loader.ring import RingSpec, unlink
+from ..loader.ring import PREFIX, RingSpec, unlink
+from ..logs import LogSetup
+from ..plan import Shard
 from ..sources import InputList
 from ..spec import JobSpec
 from . import forkserver, turns
-from .messages import (
-    Receipt,
-    ShardFailed,
-    ShardTask,
-    Stop,
-    WorkerCrashed,
-    WorkerReady,
-)
+from .messages import ShardTask, Stop, WorkerCrashed, WorkerReady
 from .runner import ShardRunner, WorkerPlan, describe_exception
-from .shards import ShardQueue
+from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ..job import PreparedJob
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 2
-POLL = 0.25
-JOIN_SECONDS = 10.0
+SERVER_FAILURES = 3  # failed starts in a row before workers are spawned instead of forked
 
 
-def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connection) -> None:
+def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connection,
+                log_setup: LogSetup | None = None) -> None:
     """Body of a worker process: set up once, then run shards until ``Stop``.
 
     The driver's end of ``conn`` closes when the driver dies, whatever kills it: the next poll
@@ -69,6 +69,8 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
     and PR_SET_PDEATHSIG kills the worker at once).
     """
     die_with_parent()
+    logs.configure(log_setup or LogSetup())
+    shm.quiet_tracker()
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
     ready = False  # a failure before WorkerReady (model, ring, loaders) fails the whole job
     try:
@@ -88,139 +90,194 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
                     conn.send(message)
             else:
                 conn.poll(0.5)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        log.debug("worker %d: the driver's pipe closed; stopping", plan.index)
     except Exception as exc:
         log.debug("worker %d failed", plan.index, exc_info=True)
         with contextlib.suppress(OSError):
             conn.send(WorkerCrashed(plan.index, "run" if ready else "setup",
                                     describe_exception(exc)))
     finally:
-        runner.teardown()
+        try:
+            runner.teardown()
+        except Exception:  # exiting anyway: the driver unlinks what is left by name
+            log.debug("worker %d: teardown failed", plan.index, exc_info=True)
 
 
-@dataclass
-class _Worker:
-    plan: WorkerPlan
-    process: Any
-    conn: Connection
-    inflight: list[ShardTask] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
-    ready: bool = False
+def exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    if code == 255:  # what the fork server's client reports when the server itself is gone
+        return "lost with the fork server (exit code 255)"
+    return f"exit code {code}"
+
+
+class LocalWorker:
+    """A worker process and the driver's end of its pipe (a ``WorkerHandle``)."""
+
+    def __init__(self, index: int, ring_name: str, process: Any = None, conn: Any = None,
+                 failed: str | None = None) -> None:
+        self.index, self.ring_name = index, ring_name
+        self.process, self.conn, self.failed = process, conn, failed
+
+    @property
+    def pid(self) -> int:
+        return (self.process.pid or 0) if self.process is not None else 0
+
+    def send(self, task: ShardTask) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.conn.send(task)
+
+    def receive(self) -> list[Any]:
+        messages: list[Any] = []
+        try:
+            while self.conn is not None and self.conn.poll():
+                messages.append(self.conn.recv())
+        except Exception:  # EOF or a message cut short by a kill: the process is gone
+            log.debug("worker %d: pipe closed", self.index, exc_info=True)
+            self._close_pipe()
+        return messages
+
+    def exit_reason(self) -> str | None:
+        if self.failed is not None:
+            return self.failed
+        code = self.process.exitcode
+        return None if code is None else exit_reason(code)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                self.process.kill()
+
+    def stop(self) -> None:
+        self.send(Stop())
+
+    def join(self, timeout: float) -> bool:
+        if self.process is None:
+            return True
+        with contextlib.suppress(OSError, ValueError):
+            self.process.join(timeout=timeout)
+        return self.process.exitcode is not None
+
+    def close(self) -> None:
+        if self.process is not None and not self.join(0):
+            self.kill()
+            self.join(5)
+        self._close_pipe()
+        unlink(self.ring_name)
+
+    def _close_pipe(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class LocalLauncher:
+    """Starts ``LocalWorker``s from the fork server (a ``Launcher``)."""
+
+    setup_timeout = None  # a local model load has no deadline; a hung one is visible at once
+
+    def __init__(self, spec: JobSpec, inputs_path: str, plans: list[WorkerPlan]) -> None:
+        self.spec, self.inputs_path, self.plans = spec, inputs_path, plans
+        self.count = len(plans)
+        self.ctx = forkserver.context()
+        self.failures = 0
+        self.log_setup = logs.current()
+        shm.quiet_tracker()
+        self.cleaner = shm.Cleaner(f"{PREFIX}{os.getpid()}-")
+        turns_count = max((p.turns for p in plans), default=0)
+        self.turns_dir = turns.make(turns_count) if turns_count else ""
+
+    def start(self, index: int) -> LocalWorker:
+        item_shape = self.spec.preprocess.item_shape()
+        plan = self.plans[index]
+        plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=RingSpec.new(
+            plan.slots, plan.batch_size, item_shape).name)
+        ours, theirs = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{index}",
+                                   args=(self.spec, self.inputs_path, plan, theirs,
+                                         self.log_setup), daemon=False)
+        try:
+            process.start()
+        except Exception as exc:  # the fork server died mid-request (EOFError), or the spawn
+            log.debug("worker %d could not start", index, exc_info=True)
+            ours.close()
+            self._failed_start()
+            return LocalWorker(index, plan.ring_name, failed=f"could not start: "
+                                                             f"{describe_exception(exc)}")
+        finally:
+            theirs.close()
+        self.failures = 0
+        return LocalWorker(index, plan.ring_name, process, ours)
+
+    def _failed_start(self) -> None:
+        self.failures += 1
+        if self.failures >= SERVER_FAILURES and self.ctx.get_start_method() == "forkserver":
+            log.warning("the fork server failed %d times in a row; spawning workers instead "
+                        "(each imports torch itself: slower to start)", self.failures)
+            self.ctx = forkserver.spawn_context()
+
+    def wait(self, handles: Sequence[LocalWorker], timeout: float) -> list[LocalWorker]:
+        ends: dict[Any, LocalWorker] = {h.conn: h for h in handles if h.conn is not None}
+        for h in handles:  # a death wakes the loop at once, not at the next poll
+            if h.process is not None:
+                with contextlib.suppress(AttributeError, ValueError):
+                    ends[h.process.sentinel] = h
+        try:
+            ready = wait(list(ends), timeout=timeout)
+        except OSError:  # an end closed under us: let every handle look
+            return list(handles)
+        return list({id(ends[r]): ends[r] for r in ready}.values())
+
+    def tend(self) -> None:
+        self.cleaner.ensure()
+
+    def close(self) -> None:
+        if self.turns_dir:
+            turns.remove(self.turns_dir)
+        self.cleaner.close()
 
 
 class LocalEngine:
-    """Runs a prepared job's pending shards on local worker processes."""
+    """Runs a prepared job's pending shards on local worker processes (an ``Engine``)."""
 
     def __init__(self, spec: JobSpec, inputs_path: str, workers: list[WorkerPlan],
                  on_event: Callable[[Any], None]) -> None:
         self.spec, self.inputs_path, self.plans = spec, inputs_path, workers
         self.on_event = on_event
-        self.ctx = forkserver.context()
-        self.workers: list[_Worker] = []
-        self.queue = ShardQueue((), spec.max_attempts, on_event)
-        self.deaths = 0
 
-    def _start(self, plan: WorkerPlan) -> _Worker:
-        item_shape = self.spec.preprocess.item_shape()
-        plan.ring_name = RingSpec.new(plan.slots, plan.batch_size, item_shape).name
-        ours, theirs = self.ctx.Pipe(duplex=True)
-        process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{plan.index}",
-                                   args=(self.spec, self.inputs_path, plan, theirs),
-                                   daemon=False)
-        process.start()
-        theirs.close()
-        return _Worker(plan, process, ours)
-
-    def run(self, shards: list[Any]) -> dict[int, str]:
+    def run(self, shards: Sequence[Shard]) -> dict[int, str]:
         """Run ``shards``; return the ones given up, with their reasons."""
-        self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
-        count = max((p.turns for p in self.plans), default=0)
-        folder = turns.make(count) if count else ""
-        for plan in self.plans:
-            plan.turns_dir = folder
-        self.workers = []
-        try:
-            for plan in self.plans:
-                self.workers.append(self._start(plan))
-            while self.queue or any(w.inflight for w in self.workers):
-                self._assign()
-                conns = [w.conn for w in self.workers]
-                for conn in wait(conns, timeout=POLL):
-                    worker = next(w for w in self.workers if w.conn is conn)
-                    self._drain(worker)
-                self._supervise()
-        finally:
-            self._shutdown()
-            if folder:
-                turns.remove(folder)
-        return self.queue.failed
-
-    def _assign(self) -> None:
-        for worker in self.workers:
-            while self.queue and len(worker.inflight) < PREFETCH:
-                task = self.queue.pop()
-                worker.conn.send(task)
-                worker.inflight.append(task)
-                worker.last_seen = time.monotonic()
-
-    def _drain(self, worker: _Worker) -> None:
-        try:
-            while worker.conn.poll():
-                self._handle(worker, worker.conn.recv())
-        except (EOFError, OSError):
-            pass  # the process is gone; _supervise replaces it
-
-    def _handle(self, worker: _Worker, message: Any) -> None:
-        worker.last_seen = time.monotonic()
-        if isinstance(message, Receipt | ShardFailed):
-            task = next((t for t in worker.inflight if t.shard.id == message.shard), None)
-            if task is not None:
-                worker.inflight.remove(task)
-            if isinstance(message, ShardFailed) and task is not None:
-                self.queue.retry(task, message.reason)
-        elif isinstance(message, WorkerReady):
-            worker.ready = True
-        elif isinstance(message, WorkerCrashed) and message.where == "setup":
-            raise JobFailed(f"worker {message.worker} could not start: {message.error}")
-        self.on_event(message)
+        launcher = LocalLauncher(self.spec, self.inputs_path, self.plans)
+        return Supervisor(launcher, max_attempts=self.spec.max_attempts,
+                          stall_timeout=self.spec.stall_timeout,
+                          on_event=self.on_event).run(shards)
 
 
-    def _supervise(self) -> None:
-        now = time.monotonic()
-        for i, worker in enumerate(self.workers):
-            # counted from WorkerReady on: loading a model may take longer than a batch should
-            stalled = (worker.ready and worker.inflight
-                       and now - worker.last_seen > self.spec.stall_timeout)
-            if worker.process.exitcode is None and not stalled:
-                continue
-            if stalled:
-                log.warning("worker %d made no progress for %.0f s; replacing it",
-                            worker.plan.index, self.spec.stall_timeout)
-                worker.process.kill()
-            worker.process.join(timeout=5)
-            self._drain(worker)
-            code = worker.process.exitcode
-            log.warning("worker %d (pid %s) died with exit code %s; replacing it",
-                        worker.plan.index, worker.process.pid, code)
-            self.deaths += 1
-            if self.deaths > 10 * len(self.workers) + self.spec.max_attempts:
-                raise JobFailed(f"workers died {self.deaths} times (last exit code {code})")
-            unlink(worker.plan.ring_name)
-            worker.conn.close()
-            self.queue.give_back(worker.inflight, f"worker died (exit code {code})")
-            self.workers[i] = self._start(worker.plan)
+class LocalBackend:
+    """The local engine for one job: the fork server starts now, its imports overlapping the
+    job's preparation (a ``Backend``)."""
 
-    def _shutdown(self) -> None:
-        for worker in self.workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send(Stop())
-        deadline = time.monotonic() + JOIN_SECONDS
-        for worker in self.workers:
-            worker.process.join(timeout=max(0.1, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            unlink(worker.plan.ring_name)
-            worker.conn.close()
+    calibrates = True
+
+    def __init__(self, spec: JobSpec) -> None:
+        shm.quiet_tracker()
+        self.warmup = forkserver.warm()
+
+    def devices(self) -> list[str] | None:
+        return None
+
+    def settle(self) -> None:
+        self.warmup.settle()
+
+    def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> LocalEngine:
+        return LocalEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE),
+                           job.workers, on_event)
+
+    def close(self) -> None:
+        """Nothing: the fork server serves the next job of this Python session too."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -15,6 +15,9 @@ import gristmill.caffe.net
 import gristmill.engines.runner
 import gristmill.models.torch
 import gristmill.tuning  # noqa: F401
+from gristmill.loader.shm import quiet_tracker
+
+quiet_tracker()  # in the server, so in every worker forked from it
 
 gc.collect()
 gc.freeze()

@@ -14,19 +14,14 @@ a shard computed twice (a retry after a lost node) is committed once. Object sto
 ``s3://`` are the extension point: the ledger and the HDF5 sink would go through ``fsspec`` (write
 the shard locally, upload, then put the marker last); until then, mount the bucket.
 
-Scheduling: the driver keeps at most ``PREFETCH`` shards in flight per ready actor (so a slow actor
-never holds work an idle one could take) and one long ``poll`` call outstanding per actor; it
-wakes at least every ``POLL`` seconds.
-
-Faults: an actor whose calls fail with ``RayActorError`` (its process or node died; Ray notices a
-lost node after its health checks miss, seconds when tuned), whose pump raised, or that sends
-nothing for ``stall_timeout`` seconds while holding shards, is killed and replaced by a new actor
-(Ray places it wherever resources exist; on a lost node it waits until one joins). Its shards go
-back to the front of the queue and the one it was computing is charged an attempt; a shard given
-up after ``max_attempts`` is reported failed. If no actor is ready for ``SETUP_TIMEOUT`` seconds
-(every node lost, or no replacement can be placed), or actors died more than the bound, the job
-fails with ``JobFailed``; committed shards stay and a rerun resumes from the markers, as a driver
-restart does.
+Scheduling and faults are ``supervisor.Supervisor``'s, the same loop as the local engine's; this
+module is the Ray worker handle (``RayActor``: one long ``poll`` call outstanding per actor) and
+its launcher. An actor whose calls fail with ``RayActorError`` (its process or node died; Ray
+notices a lost node after its health checks miss, seconds when tuned) or whose pump raised is
+gone; the supervisor kills it and starts a new actor under the same index (Ray places it
+wherever resources exist; on a lost node it waits until one joins). If no actor is ready for
+``SETUP_TIMEOUT`` seconds (every node lost, or no replacement can be placed) the job fails with
+``JobFailed``; committed shards stay and a rerun resumes from the markers.
 
 Start-up: a fresh Ray worker process imports torch and the worker code before it can load a model
 (seconds). ``Actors.prestart`` starts the actors as soon as the job's spec is checked
@@ -34,10 +29,11 @@ Start-up: a fresh Ray worker process imports torch and the worker code before it
 each actor the prepared job in ``setup``. CPU actors map the weights file the driver saved
 (``OUT/.cache``, on the shared filesystem) instead of building the model themselves.
 
-Shutdown order (written once, here): ask every actor to ``teardown`` (stop the pump, stop its
-loaders, unlink its ring), wait up to ``JOIN_SECONDS``, then ``ray.kill`` every actor, live or
-pending; finally end the Ray connection this job made (a local Ray it started stops with
-it).
+Shutdown (the supervisor's order): ``stop`` asks an actor to ``teardown`` (stop the pump, stop its
+loaders, unlink its ring), ``close`` then ``ray.kill``s it, live or pending; finally the launcher
+ends the Ray connection this job made (a local Ray it started stops with it). Actors are planned
+once (``Actors``: the cluster's shape and each index's plan) and the job's devices come from that
+plan (``RayBackend.devices``).
 """
 
 from __future__ import annotations
@@ -45,36 +41,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import JobFailed
+from .. import ledger
+from ..plan import Shard
 from ..spec import JobSpec
 from ..tuning import ALLOCATOR_ENV
 from . import ray_worker
-from .messages import Receipt, ShardFailed, ShardTask
+from .messages import ShardTask, WorkerCrashed
 from .runner import WorkerPlan
-from .shards import ShardQueue
+from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ..job import PreparedJob
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 2
-POLL = 0.25
 POLL_CALL = 1.0  # how long an actor's poll waits for a message before returning empty
-JOIN_SECONDS = 10.0
 SETUP_TIMEOUT = 300.0
-
-
-@dataclass
-class _Actor:
-    plan: WorkerPlan
-    handle: Any
-    call: Any  # the outstanding ObjectRef: setup() until ready, then poll()
-    inflight: list[ShardTask] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
-    ready: bool = False
 
 
 class Actors:
@@ -130,13 +117,115 @@ def prestart(spec: JobSpec) -> Actors:
     return Actors(spec).prestart()
 
 
-class RayEngine:
-    """Runs a prepared job's pending shards on Ray actors (see module docstring).
+class RayActor:
+    """One ``RunnerActor`` and its outstanding call (a ``WorkerHandle``): ``setup`` until it
+    answers, then ``poll``."""
 
-    Same contract as ``LocalEngine``: ``run(shards)`` returns the shards given up, with reasons,
-    and raises ``JobFailed`` when the job cannot go on. Of ``workers`` (the local plan) only the
-    shared weights file is used: the actors are planned from the cluster's resources. ``actors``
-    are the ones ``prestart`` started for this job, if any.
+    def __init__(self, index: int, actor: Any, call: Any) -> None:
+        self.index, self.actor, self.call = index, actor, call
+        self.ready = False
+        self.pid = 0
+        self.lost: str | None = None
+        self.stopping: Any = None
+
+    def send(self, task: ShardTask) -> None:
+        with contextlib.suppress(Exception):  # errors surface through its poll
+            self.actor.submit.remote(task)
+
+    def receive(self) -> list[Any]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        if self.lost is not None or not ray.wait([self.call], timeout=0)[0]:
+            return []
+        try:
+            value = ray.get(self.call)
+        except RayActorError as exc:
+            self.lost = f"Ray worker lost ({type(exc).__name__})"
+            return []
+        except RayTaskError as exc:
+            if not self.ready:  # the model could not load: every replacement would fail too
+                return [WorkerCrashed(self.index, "setup", f"could not load the model: "
+                                                           f"{exc.cause!r}")]
+            self.lost = f"worker failed: {exc.cause!r}"
+            return []
+        self.call = self.actor.poll.remote(POLL_CALL)
+        if self.ready:
+            return list(value)
+        self.ready, self.pid = True, value.pid
+        return [value]
+
+    def exit_reason(self) -> str | None:
+        return self.lost
+
+    def kill(self) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor, no_restart=True)
+
+    def stop(self) -> None:
+        if self.ready and self.lost is None:
+            with contextlib.suppress(Exception):
+                self.stopping = self.actor.teardown.remote()
+
+    def join(self, timeout: float) -> bool:
+        import ray
+
+        if self.stopping is None:
+            return True
+        with contextlib.suppress(Exception):
+            return bool(ray.wait([self.stopping], timeout=timeout)[0])
+        return True
+
+    def close(self) -> None:
+        self.kill()
+
+
+class RayLauncher:
+    """Starts ``RayActor``s of the planned shape (a ``Launcher``)."""
+
+    def __init__(self, spec: JobSpec, inputs_path: str, shared_weights: str | None,
+                 pool: Actors) -> None:
+        self.spec, self.inputs_path, self.pool = spec, inputs_path, pool
+        self.count = pool.shape.count
+        self.plans = [dataclasses.replace(pool.shape.plan(i, spec), shared_weights=shared_weights)
+                      for i in range(self.count)]  # planned once; a replacement reuses its plan
+
+    @property
+    def setup_timeout(self) -> float:
+        return SETUP_TIMEOUT  # read at each check: a test shortens it mid-run
+
+    def start(self, index: int) -> RayActor:
+        actor = self.pool.take()
+        return RayActor(index, actor, actor.setup.remote(self.spec, self.inputs_path,
+                                                         self.plans[index]))
+
+    def wait(self, handles: Sequence[RayActor], timeout: float) -> list[RayActor]:
+        import ray
+
+        calls = {h.call: h for h in handles if h.lost is None}
+        if not calls:
+            time.sleep(timeout)
+            return []
+        done, _ = ray.wait(list(calls), num_returns=1, timeout=timeout)
+        if done:  # collect every call that is ready, not only the first
+            done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
+        return [calls[ref] for ref in done]
+
+    def tend(self) -> None:
+        """Nothing: Ray supervises its own processes."""
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class RayEngine:
+    """Runs a prepared job's pending shards on Ray actors (an ``Engine``; see module docstring).
+
+    Of ``workers`` (the local plan) only the shared weights file is used: the actors are planned
+    from the cluster's resources. ``actors`` are the ones ``prestart`` started for this job, if
+    any.
     """
 
     def __init__(self, spec: JobSpec, inputs_path: str, workers: list[WorkerPlan],
@@ -144,126 +233,34 @@ class RayEngine:
         self.spec, self.inputs_path, self.on_event = spec, inputs_path, on_event
         self.shared_weights = workers[0].shared_weights if workers else None
         self.pool = actors
-        self.actors: list[_Actor] = []
-        self.queue = ShardQueue((), spec.max_attempts, on_event)
-        self.deaths = 0
-        self.next_index = 0
-        self.last_ready = time.monotonic()
 
-    def run(self, shards: list[Any]) -> dict[int, str]:
+    def run(self, shards: Sequence[Shard]) -> dict[int, str]:
         """Run ``shards``; return the ones given up, with their reasons."""
-        import ray
-
         pool = self.pool = self.pool or Actors(self.spec)
-        self.shape = pool.shape
-        self.queue = ShardQueue(shards, self.spec.max_attempts, self.on_event)
-        try:
-            self.actors = [self._start() for _ in range(self.shape.count)]
-            self.last_ready = time.monotonic()
-            while self.queue or any(a.inflight for a in self.actors):
-                self._assign()
-                calls = {a.call: a for a in self.actors}
-                done, _ = ray.wait(list(calls), num_returns=1, timeout=POLL)
-                if done:  # collect every call that is ready, not only the first
-                    done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
-                for ref in done:
-                    self._collect(calls[ref], ref)
-                self._supervise()
-        finally:
-            self._shutdown()
-            pool.close()
-        return self.queue.failed
-
-    # -- actors --------------------------------------------------------------------------------
-    def _start(self) -> _Actor:
-        assert self.pool is not None
-        plan = dataclasses.replace(self.shape.plan(self.next_index, self.spec),
-                                   shared_weights=self.shared_weights)
-        self.next_index += 1
-        handle = self.pool.take()
-        return _Actor(plan, handle, handle.setup.remote(self.spec, self.inputs_path, plan))
-
-    def _assign(self) -> None:
-        for actor in self.actors:
-            while actor.ready and self.queue and len(actor.inflight) < PREFETCH:
-                task = self.queue.pop()
-                actor.handle.submit.remote(task)  # errors surface through its poll
-                actor.inflight.append(task)
-                actor.last_seen = time.monotonic()
-
-    def _collect(self, actor: _Actor, ref: Any) -> None:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
-        try:
-            value = ray.get(ref)
-        except RayActorError as exc:
-            self._lost(actor, f"Ray worker lost ({type(exc).__name__})")
-            return
-        except RayTaskError as exc:
-            if not actor.ready:  # the model could not load: every replacement would fail too
-                raise JobFailed(f"worker {actor.plan.index} could not load the model: "
-                                f"{exc.cause!r}") from None
-            self._lost(actor, f"worker failed: {exc.cause!r}")
-            return
-        if value:  # an empty poll proves only that the process lives, not that it progresses
-            actor.last_seen = time.monotonic()
-        if not actor.ready:
-            actor.ready = True
-            self.on_event(value)
-        else:
-            for message in value:
-                self._handle(actor, message)
-        actor.call = actor.handle.poll.remote(POLL_CALL)
-
-    def _handle(self, actor: _Actor, message: Any) -> None:
-        if isinstance(message, Receipt | ShardFailed):
-            task = next((t for t in actor.inflight if t.shard.id == message.shard), None)
-            if task is not None:
-                actor.inflight.remove(task)
-                if isinstance(message, ShardFailed):
-                    self.queue.retry(task, message.reason)
-        self.on_event(message)
+        launcher = RayLauncher(self.spec, self.inputs_path, self.shared_weights, pool)
+        return Supervisor(launcher, max_attempts=self.spec.max_attempts,
+                          stall_timeout=self.spec.stall_timeout,
+                          on_event=self.on_event).run(shards)
 
 
-    def _lost(self, actor: _Actor, reason: str) -> None:
-        """Kill ``actor``, requeue its shards, and start a replacement in its place."""
-        import ray
+class RayBackend:
+    """The Ray engine for one job: connects and starts the actors now (a ``Backend``)."""
 
-        log.warning("worker %d: %s; its %d shard(s) go back to the queue", actor.plan.index,
-                    reason, len(actor.inflight))
-        self.deaths += 1
-        with contextlib.suppress(Exception):
-            ray.kill(actor.handle, no_restart=True)
-        self.queue.give_back(actor.inflight, reason)
-        actor.inflight.clear()
-        if self.deaths > 10 * self.shape.count + self.spec.max_attempts:
-            raise JobFailed(f"Ray workers died {self.deaths} times (last: {reason})")
-        self.actors[self.actors.index(actor)] = self._start()
+    calibrates = False  # actors are planned from the cluster's nodes, not this machine's rates
 
-    def _supervise(self) -> None:
-        now = time.monotonic()
-        if any(a.ready for a in self.actors):
-            self.last_ready = now
-        elif now - self.last_ready > SETUP_TIMEOUT:
-            raise JobFailed(f"no Ray worker was running for {SETUP_TIMEOUT:.0f} s (nodes lost "
-                            "or no resources to place one); rerun to resume")
-        for actor in list(self.actors):
-            if actor.inflight and now - actor.last_seen > self.spec.stall_timeout:
-                self._lost(actor, f"no progress for {self.spec.stall_timeout:.0f} s")
+    def __init__(self, spec: JobSpec) -> None:
+        self.actors = prestart(spec)
 
-    def _shutdown(self) -> None:
-        import ray
+    def devices(self) -> list[str]:
+        shape = self.actors.shape
+        return [shape.device] * shape.count
 
-        stops = []
-        for actor in self.actors:
-            if actor.ready:
-                with contextlib.suppress(Exception):
-                    stops.append(actor.handle.teardown.remote())
-        with contextlib.suppress(Exception):
-            ray.wait(stops, num_returns=len(stops), timeout=JOIN_SECONDS)
-        for actor in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor.handle, no_restart=True)
-        self.actors = []
+    def settle(self) -> None:
+        """Nothing: the actors run on the cluster's cores, not the driver's."""
 
+    def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> RayEngine:
+        return RayEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
+                         on_event, self.actors)
+
+    def close(self) -> None:
+        self.actors.close()

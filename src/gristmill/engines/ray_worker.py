@@ -130,13 +130,6 @@ def alive_nodes() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def resolve_cluster(spec: JobSpec) -> list[str]:
-    """Connect and return one device string per actor (what ``job.resolve`` needs for defaults)."""
-    connect(spec.ray_address)
-    shape = plan_actors(spec, alive_nodes())
-    return [shape.device] * shape.count
-
-
 class RunnerActor:
     """One gristmill worker as a Ray actor (see module docstring). Methods return small values.
 

@@ -53,9 +53,13 @@ class _InFlight:
         "load": 0.0, "model": 0.0, "write": 0.0})
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerPlan:
-    """What one worker runs with: its device, thread budget, loaders and ring geometry."""
+    """What one worker runs with: its device, thread budget, loaders and ring geometry.
+
+    Frozen: the engine derives each start's plan with ``dataclasses.replace`` (a fresh ring name,
+    the job's turns folder) and never changes the prepared job's plans.
+    """
 
     index: int
     device: str
@@ -100,9 +104,12 @@ class ShardRunner:
             self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
         # in an undefined state; loaders import only numpy and Pillow
+        # a ring the engine did not name (Ray) has no driver to unlink it if this process is
+        # killed: the pool's own cleaner does
         self.pool = LoaderPool(ring, ImageFill(self.spec.preprocess, self.spec.max_image_pixels),
                                self.plan.loaders, start_method="spawn",
-                               name=f"gristmill-loader-{self.plan.index}")
+                               name=f"gristmill-loader-{self.plan.index}",
+                               cleaner=not self.plan.ring_name)
         if caps.pinned_input:
             self.model.pin_host(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
         self.pool.start()

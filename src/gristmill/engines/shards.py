@@ -3,7 +3,7 @@
 Pure bookkeeping, no processes, so the retry policy is the same on every engine and tested alone.
 A failed shard goes back to the front of the queue (it was started first, so it finishes first)
 until it has failed ``max_attempts`` times; then it is given up, reported to ``on_event`` and kept
-in ``failed`` with its last reason.
+in ``failed`` with its last reason. Every retry is a ``ShardRetried`` event.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..plan import Shard
-from .messages import ShardFailed, ShardTask
+from .messages import ShardFailed, ShardRetried, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,29 @@ class ShardQueue:
 
     def retry(self, task: ShardTask, reason: str) -> None:
         """Charge an attempt; back to the front, or given up after ``max_attempts``."""
+        note = self._charge(task, reason)
+        if note:
+            log.warning("%s failed (%s); %s", task.shard.name, reason, note)
+
+    def give_back(self, inflight: list[ShardTask], reason: str) -> str:
+        """The shards of a lost worker: the one it was computing (the oldest) is charged.
+
+        Returns what became of that one (``shard-000007 re-queued (attempt 2 of 3)``), for the
+        caller's one line about the loss; "" when it held none or the shard was given up.
+        """
+        for task in reversed(inflight[1:]):
+            self.requeue(task)
+        return self._charge(inflight[0], reason) if inflight else ""
+
+    def _charge(self, task: ShardTask, reason: str) -> str:
         self.attempts[task.shard.id] += 1
         if self.attempts[task.shard.id] >= self.max_attempts:
             self.failed[task.shard.id] = reason
             log.error("%s failed %d times, giving up: %s", task.shard.name,
                       self.attempts[task.shard.id], reason)
             self.on_event(ShardFailed(task.shard.id, reason))
-        else:
-            log.warning("%s failed (%s); retrying", task.shard.name, reason)
-            self.pending.appendleft(ShardTask(task.shard, task.attempt + 1))
-
-    def give_back(self, inflight: list[ShardTask], reason: str) -> None:
-        """The shards of a lost worker: the one it was computing (the oldest) is charged."""
-        for task in reversed(inflight[1:]):
-            self.requeue(task)
-        if inflight:
-            self.retry(inflight[0], reason)
+            return ""
+        attempt = task.attempt + 1
+        self.pending.appendleft(ShardTask(task.shard, attempt))
+        self.on_event(ShardRetried(task.shard.id, attempt, self.max_attempts, reason))
+        return f"{task.shard.name} re-queued (attempt {attempt} of {self.max_attempts})"

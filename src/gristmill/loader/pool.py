@@ -20,8 +20,13 @@ NOTE on shutdown (``close``), the order matters:
      and joining the feeder would then hang the owner);
   4. unlink the ring last, when no process writes to it any more. Loaders only attached to it; the
      owner's unlink removes the name, and the memory goes when the last mapping does.
-A restart after a death (``restart``) does 2-3 and starts new queues and processes on the same ring,
-because a process killed inside a queue operation can leave that queue's lock held forever.
+  5. (spawn) unlink the queues' semaphores by name: they are named after the ring and not
+     registered with ``multiprocessing``'s resource tracker (see ``shm``), so nothing reports them
+     leaked, and a supervisor can unlink those of a killed owner by the ring's name.
+A restart after a death (``restart``) does 2-3 and 5 and starts new queues and processes on the same
+ring, because a process killed inside a queue operation can leave that queue's lock held forever.
+With ``cleaner=True`` the pool also starts a ``shm.Cleaner`` for its ring: nothing else unlinks the
+ring of an owner that is killed (the local engine's driver runs one for all its workers instead).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from . import shm
 from .messages import STOP
-from .process import loader_main
+from .process import StartGuard, guarded_loader_main
 from .ring import RingSpec, SlotRing
 
 log = logging.getLogger(__name__)
@@ -48,10 +54,13 @@ class LoaderPool:
     """``processes`` loader processes filling the slots of one ring with ``fill``."""
 
     def __init__(self, ring_spec: RingSpec, fill: Any, processes: int, *,
-                 start_method: str | None = None, name: str = "gristmill-train-loader") -> None:
+                 start_method: str | None = None, name: str = "gristmill-train-loader",
+                 cleaner: bool = False) -> None:
         if start_method is None:
             start_method = "fork" if sys.platform == "linux" else "spawn"
-        self.ctx = mp.get_context(start_method)
+        self.start_method = start_method
+        self.ctx: Any = mp.get_context(start_method)
+        self.cleaner = shm.Cleaner(ring_spec.name) if cleaner else None
         self.ring: SlotRing | None = SlotRing(ring_spec, create=True)
         self.fill = fill
         self.name = name
@@ -70,15 +79,20 @@ class LoaderPool:
         """New queues and processes; every slot not in ``held`` is free."""
         assert self.ring is not None, "pool is closed"
         self.incarnation += 1
+        shm.quiet_tracker()
+        if self.cleaner is not None:
+            self.cleaner.ensure()
+        if self.start_method == "spawn":  # fork: the semaphores have no name to leak
+            self.ctx = shm.NamedContext(f"{self.ring.spec.name}-{self.incarnation}")
         self.tasks, self.free, self.ready = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
         held = set(held)
         for slot in range(self.ring.spec.slots):
             if slot not in held:
                 self.free.put(slot)
         self.procs = [
-            self.ctx.Process(target=loader_main, name=f"{self.name}-{i}",
-                             args=(self.ring.spec, self.fill, self.tasks, self.free, self.ready,
-                                   os.getpid()), daemon=True)
+            self.ctx.Process(target=guarded_loader_main, name=f"{self.name}-{i}",
+                             args=(StartGuard(os.getpid()), self.ring.spec, self.fill, self.tasks,
+                                   self.free, self.ready, os.getpid()), daemon=True)
             for i in range(self.count)
         ]
         # Frozen objects are never traversed by the children's garbage collector, which would
@@ -121,6 +135,8 @@ class LoaderPool:
                 q.close()
         self.procs = []
         self.tasks = self.free = self.ready = None
+        if isinstance(self.ctx, shm.NamedContext):
+            self.ctx.unlink()
 
     def close(self) -> None:
         """Stop the processes and unlink the ring (idempotent; see the shutdown NOTE)."""
@@ -131,3 +147,6 @@ class LoaderPool:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
+        if self.cleaner is not None:
+            self.cleaner.close()
+            self.cleaner = None

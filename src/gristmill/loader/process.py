@@ -34,6 +34,25 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+class StartGuard:
+    """The first argument of a loader process: in a spawned loader it is unpickled before the
+    queues, whose semaphores are opened by name and may be gone with a parent that died while the
+    loader started; so it sets up ``die_with_parent`` then, and exits quietly if the parent is
+    already gone (rather than print a traceback from ``multiprocessing``'s start-up code)."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return _start_guarded, (self.parent,)
+
+
+def _start_guarded(parent: int) -> None:
+    die_with_parent()
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def get_alive(q: Any, parent: int, timeout: float = POLL_SECONDS) -> Any:
     """``q.get()`` that gives up (returns STOP) once the parent process is gone."""
     while True:
@@ -55,6 +74,11 @@ class ImageFill:
         from ..transforms import load_into
 
         load_into(path, row, self.preprocess, self.max_pixels)
+
+
+def guarded_loader_main(guard: StartGuard, *args: Any) -> None:
+    """``loader_main`` as a pool starts it: ``guard`` first, so it is unpickled first."""
+    loader_main(*args)
 
 
 def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free: Any,

@@ -4,9 +4,10 @@ The owner (the worker, or a training ``Loader``) creates the segment; loader pro
 name and write whole batches into slots; only slot ids travel through queues. Memory is bounded by
 construction: ``slots * batch * item bytes``, fixed before any image is read.
 
-Lifetime: the creator unlinks the segment when it stops. Processes started by the creator share its
-``multiprocessing`` resource tracker, which unlinks the segment if the creator dies without doing
-so; the engine also unlinks a dead worker's ring by name as soon as it notices the death.
+Lifetime: the creator unlinks the segment when it stops. The segment is not registered with
+``multiprocessing``'s resource tracker (see ``shm``): the engine unlinks a dead worker's ring, and
+the semaphores named after it, by name as soon as it notices the death (``unlink``), and a
+``shm.Cleaner`` does it for an owner that died with nobody watching.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import contextlib
 import os
 import uuid
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 
 import numpy as np
+
+from . import shm
 
 PREFIX = "gristmill-"
 
@@ -49,8 +51,7 @@ class SlotRing:
     def __init__(self, spec: RingSpec, *, create: bool) -> None:
         self.spec = spec
         self.owner = create
-        self._shm = shared_memory.SharedMemory(
-            name=spec.name, create=create, size=spec.slots * spec.slot_bytes if create else 0)
+        self._shm = shm.Segment(spec.name, spec.slots * spec.slot_bytes, create=create)
         self._views = [
             np.ndarray((spec.batch, *spec.item_shape), dtype=spec.dtype, buffer=self._shm.buf,
                        offset=i * spec.slot_bytes)
@@ -65,7 +66,7 @@ class SlotRing:
         with contextlib.suppress(BufferError, OSError):
             self._shm.close()
         if self.owner:
-            unlink(self.spec.name)
+            shm.unlink_segment(self.spec.name)
 
     def __enter__(self) -> SlotRing:
         return self
@@ -75,11 +76,6 @@ class SlotRing:
 
 
 def unlink(name: str) -> None:
-    """Remove a ring's segment by name (no error if it is already gone)."""
-    try:
-        shm = shared_memory.SharedMemory(name=name, create=False)
-    except FileNotFoundError:
-        return
-    shm.close()
-    with contextlib.suppress(FileNotFoundError):
-        shm.unlink()
+    """Remove a ring's segment and its queues' semaphores by name (no error if already gone)."""
+    shm.unlink_segment(name)
+    shm.sweep(name + "-")

@@ -192,8 +192,8 @@ class Loader:
             shape = self.preprocess.item_shape()
             fill = TrainFill(self.preprocess, self.augment, self.max_image_pixels)
             ring = RingSpec.new(self.slots, self.batch_size, shape, dtype="uint8")
-            self._pool = LoaderPool(ring, fill,
-                                    self.workers, start_method=self.start_method)
+            self._pool = LoaderPool(ring, fill, self.workers, start_method=self.start_method,
+                                    cleaner=True)  # a killed training process leaves no ring
             # the pool, not self, is what the finalizer holds: GC of the Loader frees it all
             self._finalizer = weakref.finalize(self, self._pool.close)
             self._pool.start()

@@ -1,0 +1,153 @@
+"""Chaos rounds: a real ``gristmill run`` whose process tree is shot at from start-up to the end.
+
+Shared by ``test_chaos.py`` and ``scripts/chaos.py``. A round starts the CLI, and at random times
+within the undisturbed run's duration SIGKILLs one random descendant of the driver (the kind is
+drawn first, so the one fork server and the one resource tracker are hit as often as the many
+loaders), and optionally SIGSTOPs a worker for a while (the stall path) before SIGCONT. It then
+checks what a user would: the exit code, the rows, stderr, the processes and ``/dev/shm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from faultkit import _cmdline, _ppid, descendants, start, wait_for
+from jobhelp import alive
+
+KINDS = ("fork server", "resource tracker", "shm cleaner", "worker", "loader")
+
+
+def kind_of(pid: int, driver: int) -> str:
+    """What a descendant of ``driver`` is, from its command line and parent."""
+    cmd, parent = _cmdline(pid), _ppid(pid)
+    if b"resource_tracker" in cmd:
+        return "resource tracker"
+    if b"sys.stdin.buffer.read" in cmd:
+        return "shm cleaner"
+    if parent == driver:  # a worker forked from the server has the server's command line
+        return "fork server" if b"forkserver" in cmd else "worker"
+    if _ppid(parent) == driver and b"forkserver" in _cmdline(parent):
+        return "worker"
+    return "loader"
+
+
+def tree(driver: int) -> dict[str, list[int]]:
+    kinds: dict[str, list[int]] = {k: [] for k in KINDS}
+    for pid in descendants(driver):
+        kinds[kind_of(pid, driver)].append(pid)
+    return kinds
+
+
+def features(out: Path) -> dict[str, np.ndarray]:
+    with h5py.File(out / "features.h5", "r") as f:
+        names = [n.decode() for n in f["names"][()]]
+        assert len(names) == len(set(names)), "an input appears twice"
+        return dict(zip(names, f["output"][()], strict=True))
+
+
+def max_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
+    assert sorted(got) == sorted(want), "not the same inputs"
+    return max(float(np.abs(got[k] - want[k]).max()) for k in want)
+
+
+def shm_entries(pid: int) -> set[str]:
+    """``/dev/shm`` entries named by driver ``pid``: rings and the semaphores named after them."""
+    prefix = f"gristmill-{pid}-"
+    return {n for n in os.listdir("/dev/shm") if n.startswith((prefix, "sem." + prefix))}
+
+
+@dataclass
+class Round:
+    returncode: int = -1
+    seconds: float = 0.0
+    kills: list[tuple[float, str, int]] = field(default_factory=list)
+    stops: list[tuple[float, int, float]] = field(default_factory=list)
+    stderr: str = ""
+    stdout: str = ""
+    left_alive: list[int] = field(default_factory=list)
+    left_shm: set[str] = field(default_factory=set)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.returncode != 0:
+            out.append(f"exit code {self.returncode}")
+        if "Traceback" in self.stderr + self.stdout:
+            out.append("a traceback in the output")
+        foreign = [line for line in self.stderr.splitlines()
+                   if not line.startswith(("gristmill: ", "  "))]
+        if foreign:
+            out.append(f"stderr lines not gristmill's: {foreign[:3]}")
+        if self.left_alive:
+            out.append(f"processes alive after: {self.left_alive}")
+        if self.left_shm:
+            out.append(f"/dev/shm entries left: {sorted(self.left_shm)}")
+        return out
+
+
+def chaos_round(args: list[str], *, duration: float, kills: int, stops: int,
+                rng: random.Random, stall_timeout: float = 3.0) -> Round:
+    """Run ``gristmill run ARGS`` with ``kills`` SIGKILLs and ``stops`` SIGSTOP/SIGCONTs."""
+    result = Round()
+    events = sorted([(rng.uniform(0.1, duration), "kill") for _ in range(kills)]
+                    + [(rng.uniform(0.3, duration), "stop") for _ in range(stops)])
+    started = time.monotonic()
+    job = start(*args)
+    seen: set[int] = set()
+    try:
+        for at, what in events:
+            while time.monotonic() - started < at and job.poll() is None:
+                seen.update(descendants(job.pid))
+                time.sleep(0.02)
+            if job.poll() is not None:
+                break
+            kinds = {k: v for k, v in tree(job.pid).items() if v}
+            seen.update(p for v in kinds.values() for p in v)
+            if what == "kill" and kinds:
+                kind = rng.choice(sorted(kinds))
+                victim = rng.choice(kinds[kind])
+                _signal(victim, signal.SIGKILL)
+                result.kills.append((round(time.monotonic() - started, 2), kind, victim))
+            elif what == "stop" and kinds.get("worker"):
+                victim = rng.choice(kinds["worker"])
+                pause = rng.uniform(0.5, stall_timeout + 2.0)
+                _signal(victim, signal.SIGSTOP)
+                time.sleep(pause)
+                _signal(victim, signal.SIGCONT)
+                result.stops.append((round(time.monotonic() - started, 2), victim, pause))
+        while job.poll() is None:
+            seen.update(descendants(job.pid))
+            time.sleep(0.05)
+        result.stdout, result.stderr = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    result.returncode = job.returncode
+    result.seconds = time.monotonic() - started
+    wait_for(lambda: not [p for p in seen if alive(p)], timeout=10)
+    result.left_alive = [p for p in seen if alive(p)]
+    wait_for(lambda: not shm_entries(job.pid), timeout=5)
+    result.left_shm = shm_entries(job.pid)
+    return result
+
+
+def undisturbed(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    job = start(*args)
+    stdout, stderr = job.communicate(timeout=600)
+    done = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    return time.monotonic() - started, done
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
