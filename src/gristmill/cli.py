@@ -1,4 +1,5 @@
-"""The command line: ``gristmill run SOURCE... -o OUT`` and ``gristmill inspect OUT``.
+"""The command line: ``gristmill run SOURCE... -o OUT``, ``plan`` (the same options: what a run
+would do, writing nothing), ``status OUT``, ``report OUT`` and ``inspect OUT``.
 
 Exit codes: 0 done (per-item errors are data, not failure), 1 the job ran but shards failed or it
 was stopped (rerun to resume), 2 a bad command line, model, path or option (one line, nothing ran).
@@ -7,9 +8,13 @@ was stopped (rerun to resume), 2 a bad command line, model, path or option (one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
+import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from .errors import GristmillError, JobFailed, SpecError
@@ -60,14 +65,37 @@ def _hw(text: str) -> tuple[int, int]:
     return size if isinstance(size, tuple) else (size, size)
 
 
+def _progress(text: str) -> str:
+    if text in ("bar", "none", "jsonl") or (text.startswith("jsonl=") and len(text) > 6):
+        return text
+    raise argparse.ArgumentTypeError(f"expected bar, none, jsonl or jsonl=PATH, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gristmill", description="Run a model over many images into HDF5.")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a model over SOURCE... into OUT (resumes if rerun)")
+    _job_options(run, out_required=True)
+    preview = sub.add_parser("plan", help="what `run` would do with these options: inputs, "
+                                          "shards, budget, bottleneck, duration; writes nothing")
+    _job_options(preview, out_required=False)
+    preview.add_argument("--json", action="store_true", help="print the plan as JSON")
+    status = sub.add_parser("status", help="how far the job in OUT is (during or after a run)")
+    status.add_argument("out")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    report = sub.add_parser("report", help="rebuild OUT/report.html from OUT")
+    report.add_argument("out")
+    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
+    inspect.add_argument("out")
+    return parser
+
+
+def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("sources", nargs="+", metavar="SOURCE",
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
-    run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
+    run.add_argument("-o", "--out", required=out_required,
+                     help="output folder (features.h5 + shards)")
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, or package.module:factory")
     run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
@@ -104,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--trusted-pickle", action="store_true",
                      help="allow full pickle loads of torch weights (only for files you trust)")
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ops.add_argument("--progress", type=_progress, default="bar", metavar="MODE",
+                     help="bar (default), none, jsonl (one JSON event per line on stderr) or "
+                          "jsonl=PATH (to a file)")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
-    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
-    inspect.add_argument("out")
-    return parser
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -119,7 +147,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
             raise SpecError("--scale must not be zero")
         std = (1.0 / args.scale,) * 3
     return JobSpec(
-        sources=tuple(args.sources), out=args.out,
+        sources=tuple(args.sources), out=args.out or "",
         model=ModelSpec(ref=args.model, weights=args.weights, mean_file=args.mean_file,
                         trusted_pickle=args.trusted_pickle),
         outputs=tuple(o.strip() for o in args.outputs.split(",") if o.strip()),
@@ -131,7 +159,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=(args.progress == "bar" and not args.no_progress and sys.stderr.isatty()),
+        progress_jsonl=("-" if args.progress == "jsonl" else args.progress[6:]
+                        if args.progress.startswith("jsonl=") else ""),
     )
 
 
@@ -146,6 +176,31 @@ def _inspect(out: str) -> int:
     return 0
 
 
+def _look(args: argparse.Namespace) -> int:
+    """The commands that only read: plan, status, report."""
+    if args.command == "report":
+        from .report import write_report
+
+        if not os.path.exists(os.path.join(args.out, "job.json")):
+            raise SpecError(f"{args.out} holds no gristmill job (no job.json)")
+        print(write_report(args.out))
+        return 0
+    if args.command == "status":
+        from .status import describe, status
+
+        data = status(args.out)
+    else:
+        from .preview import describe, preview
+
+        spec = spec_from_args(args)
+        if not spec.out:  # no OUT named: plan as for a new, empty one
+            spec = dataclasses.replace(spec, out=os.path.join(
+                tempfile.gettempdir(), f"gristmill-plan-{os.getpid()}-none"))
+        data = preview(spec)
+    print(json.dumps(data, indent=2) if args.json else describe(data))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
@@ -153,10 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             return _inspect(args.out)
+        if args.command in ("plan", "status", "report"):
+            return _look(args)
         from .api import execute
 
-
-        report = execute(spec_from_args(args))
+        report = execute(spec_from_args(args), command=shlex.join(
+            ["gristmill", *(sys.argv[1:] if argv is None else argv)]))
     except SpecError as exc:
         print(f"gristmill: error: {exc}", file=sys.stderr)
         return 2

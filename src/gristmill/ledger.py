@@ -7,6 +7,7 @@ Layout of OUT::
     shards/shard-N.h5     one shard's names, outputs and errors
     shards/shard-N.json   its marker, written last: counts, input hash, spec hash
     features.h5           the one file users open: a view over all committed shards
+    lock                  held (flock) by the one driver running the job: {"host", "pid", "started"}
 
 Commit protocol (runs in the worker that computed the shard): write the shard to a temporary name,
 fsync, rename to its final name, fsync the folder, then write the marker the same way. A shard
@@ -19,11 +20,13 @@ the number of shards, not of items.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import SpecError
@@ -35,6 +38,7 @@ JOB_FILE = "job.json"
 INPUTS_FILE = "inputs.npz"
 SHARDS_DIR = "shards"
 VIEW_FILE = "features.h5"
+LOCK_FILE = "lock"
 
 
 def shard_path(out: str, shard: Shard) -> str:
@@ -194,3 +198,54 @@ def remove_stale_temps(out: str) -> None:
         if name.endswith(".tmp") and name.startswith((VIEW_FILE, INPUTS_FILE, JOB_FILE)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(out, name))
+
+
+@contextlib.contextmanager
+def lock_out(out: str) -> Iterator[dict[str, Any]]:
+    """Hold OUT for this driver: an exclusive ``flock`` on ``OUT/lock``, which names the holder.
+
+    The kernel drops the lock when the process dies, however it dies, so a crashed driver never
+    leaves OUT locked. Raises ``SpecError`` naming the holder when another live driver has it.
+    """
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _read_lock(fd) or {}
+            raise SpecError(f"output folder {out} is in use by another gristmill run (pid "
+                            f"{who.get('pid', '?')} on {who.get('host', '?')}); wait for it or "
+                            "stop it first") from None
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield info
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def holder(out: str) -> dict[str, Any] | None:
+    """The ``{"host", "pid", "started"}`` of the live driver holding OUT, or None."""
+    try:
+        fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:  # a shared lock is granted only when no driver holds the exclusive one
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_lock(fd) or {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_lock(fd: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
