@@ -100,7 +100,7 @@ def processes(runs: list[Run]) -> list[Process]:
                     live[-1].seconds[k] += v
         for p in mine:
             p.stop = p.stop or run_end
-        found += mine
+        found += sorted(mine, key=lambda p: (p.worker, p.begin))
     return found
 
 
