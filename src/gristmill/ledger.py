@@ -219,8 +219,11 @@ def lock_out(out: str) -> Iterator[dict[str, Any]]:
                             f"{who.get('pid', '?')} on {who.get('host', '?')}); wait for it or "
                             "stop it first") from None
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:  # a full disk: the lock holds all the same, only unnamed
+            log.warning("cannot write %s: %s", path, exc.strerror or exc)
         yield info
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -125,9 +125,14 @@ class RunLog:
 
     def __init__(self, out: str, run_id: str) -> None:
         folder = os.path.join(out, RUNS_DIR)
-        os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, run_id + ".jsonl")
-        self.file: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.file: TextIO | None = None
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:  # a full disk must not stop the job: the log is advice
+            log.warning("cannot write %s (%s); the run goes on without its log", self.path,
+                        exc.strerror or exc)
 
     def write(self, event: dict[str, Any]) -> None:
         if self.file is None:
