@@ -41,7 +41,9 @@ class Run:
 
     @property
     def seconds(self) -> float:
-        last = self.end["time"] if self.end else max(e.get("time", self.t0) for e in self.events)
+        """Start to the last thing it saw (its end line, or the last event of a killed run)."""
+        last = max((e.get(k) or self.t0 for e in self.events for k in ("time", "finished")),
+                   default=self.t0)
         return max(0.0, float(last) - self.t0)
 
     def at(self, wall: float) -> float:
