@@ -197,6 +197,8 @@ def _look(args: argparse.Namespace) -> int:
             spec = dataclasses.replace(spec, out=os.path.join(
                 tempfile.gettempdir(), f"gristmill-plan-{os.getpid()}-none"))
         data = preview(spec)
+        if not args.out:
+            data["out"] = None
     print(json.dumps(data, indent=2) if args.json else describe(data))
     return 0
 

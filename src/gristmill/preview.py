@@ -27,6 +27,7 @@ SAMPLE = 5  # input names shown
 
 def preview(spec: JobSpec) -> dict[str, Any]:
     """The plan of ``spec`` as plain data (see ``describe`` for the words)."""
+    begun = time.perf_counter()
     cache = models.ModelCache()
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)
@@ -45,6 +46,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
         if needs_calibration(spec, devices):
             workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     calibration = time.perf_counter() - started
+    preparing = time.perf_counter() - begun  # what a run does before its workers start
     timing = None
     if rates[1]:  # the budget's rates are per core at batch 2; a worker runs its own batch
         timing = time_model(spec, workers[0].threads, min(spec.batch_size, MAX_TIMED_BATCH),
@@ -62,7 +64,8 @@ def preview(spec: JobSpec) -> dict[str, Any]:
         "workers": [{"device": w.device, "threads": w.threads, "loaders": w.loaders,
                      "turns": w.turns} for w in workers],
         "decode_rate_per_core": rates[0], "model_rate_per_core": rates[1],
-        "calibration_seconds": round(calibration, 2), **estimate}
+        "calibration_seconds": round(calibration, 2), "prepare_seconds": round(preparing, 1),
+        **estimate}
 
 
 def _estimate(workers: list[Any], rates: tuple[float | None, float | None], items: int,
@@ -111,12 +114,14 @@ def describe(p: dict[str, Any]) -> str:
     if p["estimated_seconds"] is not None:
         rate = f" at {p['items_per_second']:.1f} items/s" if p["items_per_second"] else ""
         lines.append(f"  estimate: {_duration(p['estimated_seconds'])}{rate}"
-                     + (f", {p['startup_seconds']:.0f} s of it starting workers"
+                     + (f", {p['startup_seconds']:.1f} s of it starting workers"
                         if p.get("startup_seconds") else ""))
+        lines.append(f"  before the workers start: about {p['prepare_seconds']:.0f} s of "
+                     "preparation (listing, calibration), as long as this plan took")
     else:
         lines.append("  estimate: none (the model's speed is only measured for local CPU jobs)")
-    lines.append(f"  output: {p['out']} ({'resume' if p['resumed'] else 'new job'}; "
-                 "nothing was written)")
+    where = f"{p['out']} ({'resume' if p['resumed'] else 'new job'})" if p["out"] else "no -o"
+    lines.append(f"  output: {where}; nothing was written")
     return "\n".join(lines)
 
 
