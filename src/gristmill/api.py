@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import ledger
+from . import ledger, runlog
 from .engines import base as engines
 from .engines.base import Backend
 from .errors import JobFailed, SpecError
@@ -63,41 +64,66 @@ def model_ref(model: str | type) -> str:
     return f"{model.__module__}:{model.__qualname__}"
 
 
-def execute(spec: JobSpec) -> Report:
+def execute(spec: JobSpec, command: str | None = None) -> Report:
     """Prepare, run the pending shards on the spec's engine, and refresh ``features.h5``.
 
     OUT is locked first (``ledger.lock_out``: one driver per OUT), before any process starts,
-    and stays locked until the view is built.
+    and stays locked until the view and the report are built. ``command`` is how the run is
+    named in its log and report (the CLI gives its command line).
     """
     spec.check()  # before starting anything for it
-    with ledger.lock_out(spec.out):
+    with ledger.lock_out(spec.out) as lock:
         # the engine's processes start now, their imports overlapping the preparation
         backend = engines.backend(spec)
         try:
-            return _execute(spec, backend)
+            return _execute(spec, backend, command, lock)
         finally:
             backend.close()  # what the engine did not take (a job that failed early)
 
 
-def _execute(spec: JobSpec, backend: Backend) -> Report:
+def _execute(spec: JobSpec, backend: Backend, command: str | None,
+             lock: dict[str, Any]) -> Report:
     job = prepare(spec, settle=backend.settle, devices=backend.devices(),
                   calibrates=backend.calibrates)
     spec = job.spec
+    try:
+        return _run(spec, job, backend, command or runlog.api_command(), lock)
+    finally:
+        write_report_quietly(spec.out)
+
+
+def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
+         lock: dict[str, Any]) -> Report:
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
                     shards_skipped=len(job.done), resumed=job.resumed)
-    tracker = Tracker(report, sum(len(s) for s in job.pending), spec.progress)
+    now = time.time()
+    run_id = runlog.new_run_id(now)
+    sinks: list[Any] = [runlog.RunLog(spec.out, run_id)]
+    if spec.progress_jsonl:
+        sinks.append(runlog.JsonlStream(spec.progress_jsonl))
+    pending = sum(len(s) for s in job.pending)
+    status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
+              "items": len(job.inputs), "items_pending": pending, "shards": len(job.shards)}
+    tracker = Tracker(report, pending, spec.progress, sinks=sinks, status=status)
+    tracker.begin(runlog.start_event(spec, job, run_id, command, now))
     from .engines.local import raise_on_sigterm
 
     restore = raise_on_sigterm()
+    outcome = "error"
     try:
         report.shards_failed = backend.engine(job, tracker).run(job.pending)
+        outcome = "failed" if report.shards_failed else "complete"
     except JobFailed:
+        outcome = "failed"
         with contextlib.suppress(OSError):  # what was committed stays readable
             refresh_view(spec, job.shards)
         raise
+    except KeyboardInterrupt:
+        outcome = "stopped"
+        raise
     finally:
         restore()
-        tracker.close()
+        tracker.close(outcome)
         # every worker is stopped now: a temp file left is from one killed mid-write (its shard
         # was committed by a retry, or will be by the next run), never part of the output
         with contextlib.suppress(OSError):
@@ -112,6 +138,18 @@ def _execute(spec: JobSpec, backend: Backend) -> Report:
         raise JobFailed(f"{len(report.shards_failed)} shard(s) failed; rerun the same command to "
                         f"retry them (first: {next(iter(report.shards_failed.values()))})", report)
     return report
+
+
+def write_report_quietly(out: str) -> None:
+    """``OUT/report.html``; a report that cannot be written is one warning, never a failed run."""
+    try:
+        from .report import write_report
+
+        write_report(out)
+    except Exception as exc:
+        log.warning("could not write %s: %s: %s", os.path.join(out, "report.html"),
+                    type(exc).__name__, exc)
+        log.debug("report failed", exc_info=True)
 
 
 def refresh_view(spec: JobSpec, shards: Sequence[Any]) -> str:

@@ -1,4 +1,5 @@
-"""The command line: ``gristmill run SOURCE... -o OUT`` and ``gristmill inspect OUT``.
+"""The command line: ``gristmill run SOURCE... -o OUT``, ``plan`` (the same options: what a run
+would do, writing nothing), ``status OUT``, ``report OUT`` and ``inspect OUT``.
 
 Exit codes: 0 done (per-item errors are data, not failure), 1 the job ran but shards failed
 (rerun to resume), 2 a bad command line, model, path or option, or an OUT another live run holds
@@ -12,9 +13,13 @@ or ``--log-level`` show more, ``--log-file PATH`` keeps everything with tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
+import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from . import logs
@@ -68,15 +73,39 @@ def _hw(text: str) -> tuple[int, int]:
     return size if isinstance(size, tuple) else (size, size)
 
 
+def _progress(text: str) -> str:
+    if text in ("bar", "none", "jsonl") or (text.startswith("jsonl=") and len(text) > 6):
+        return text
+    raise argparse.ArgumentTypeError(f"expected bar, none, jsonl or jsonl=PATH, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gristmill", description="Run a model over many images into HDF5.")
     _logging_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a model over SOURCE... into OUT (resumes if rerun)")
     _logging_options(run, argparse.SUPPRESS)  # accepted after the command too
+    _job_options(run, out_required=True)
+    preview = sub.add_parser("plan", help="what `run` would do with these options: inputs, "
+                                          "shards, budget, bottleneck, duration; writes nothing")
+    _logging_options(preview, argparse.SUPPRESS)
+    _job_options(preview, out_required=False)
+    preview.add_argument("--json", action="store_true", help="print the plan as JSON")
+    status = sub.add_parser("status", help="how far the job in OUT is (during or after a run)")
+    status.add_argument("out")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    report = sub.add_parser("report", help="rebuild OUT/report.html from OUT")
+    report.add_argument("out")
+    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
+    inspect.add_argument("out")
+    return parser
+
+
+def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("sources", nargs="+", metavar="SOURCE",
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
-    run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
+    run.add_argument("-o", "--out", required=out_required,
+                     help="output folder (features.h5 + shards)")
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
                      "package.module:factory or package.module:Class (callable class)")
@@ -120,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--allow-python-layers", action="store_true",
                      help="let a Caffe net's Python layers import and run their modules")
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ops.add_argument("--progress", type=_progress, default="bar", metavar="MODE",
+                     help="bar (default), none, jsonl (one JSON event per line on stderr) or "
+                          "jsonl=PATH (to a file)")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
-    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
-    inspect.add_argument("out")
-    return parser
 
 
 def _logging_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -153,7 +182,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
             raise SpecError("--scale must not be zero")
         std = (1.0 / args.scale,) * 3
     return JobSpec(
-        sources=tuple(args.sources), out=args.out,
+        sources=tuple(args.sources), out=args.out or "",
         model=ModelSpec(ref=args.model, weights=args.weights, mean_file=args.mean_file,
                         trusted_pickle=args.trusted_pickle, normalize=args.normalize,
                         allow_python_layers=args.allow_python_layers),
@@ -167,7 +196,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=(args.progress == "bar" and not args.no_progress and sys.stderr.isatty()),
+        progress_jsonl=("-" if args.progress == "jsonl" else args.progress[6:]
+                        if args.progress.startswith("jsonl=") else ""),
     )
 
 
@@ -182,6 +213,33 @@ def _inspect(out: str) -> int:
     return 0
 
 
+def _look(args: argparse.Namespace) -> int:
+    """The commands that only read: plan, status, report."""
+    if args.command == "report":
+        from .report import write_report
+
+        if not os.path.exists(os.path.join(args.out, "job.json")):
+            raise SpecError(f"{args.out} holds no gristmill job (no job.json)")
+        print(write_report(args.out))
+        return 0
+    if args.command == "status":
+        from .status import describe, status
+
+        data = status(args.out)
+    else:
+        from .preview import describe, preview
+
+        spec = spec_from_args(args)
+        if not spec.out:  # no OUT named: plan as for a new, empty one
+            spec = dataclasses.replace(spec, out=os.path.join(
+                tempfile.gettempdir(), f"gristmill-plan-{os.getpid()}-none"))
+        data = preview(spec)
+        if not args.out:
+            data["out"] = None
+    print(json.dumps(data, indent=2) if args.json else describe(data))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -192,10 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             return _inspect(args.out)
+        if args.command in ("plan", "status", "report"):
+            return _look(args)
         from .api import execute
 
-
-        report = execute(spec_from_args(args))
+        report = execute(spec_from_args(args), command=shlex.join(
+            ["gristmill", *(sys.argv[1:] if argv is None else argv)]))
     except SpecError as exc:
         print(f"gristmill: error: {exc}", file=sys.stderr)
         return 2

@@ -145,6 +145,11 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
     return resolved, devices
 
 
+def job_identity(spec: JobSpec) -> dict[str, Any]:
+    """What ``job.json`` must hold for OUT to be this job's (a resume) and not another's."""
+    return spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+
+
 def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
             devices: list[str] | None = None, calibrates: bool = True) -> PreparedJob:
     """Validate and resolve ``spec``; create or reopen OUT; plan shards; read the ledger.
@@ -157,7 +162,7 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     cache = models.ModelCache()  # describe, shared weights and calibration build the model once
     spec, devices = resolve(spec, cache, devices=devices)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
-    identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    identity = job_identity(spec)
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)

@@ -3,24 +3,26 @@
 The driver feeds every engine message to a ``Tracker``: workers push counts (no polling of the
 output folder). It draws a progress bar (items/s, ETA) on stderr and adds up where the time went:
 ``load`` is read + decode + preprocess summed over loader processes, ``model`` and ``write`` are
-summed over workers; ``wall`` is the driver's clock.
+summed over workers; ``wall`` is the driver's clock. It also hands every event to the run's event
+sinks (``runlog``) and rewrites ``OUT/progress.json`` a few times a minute.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines.messages import (
-    Progress,
-    Receipt,
-    ShardFailed,
-    ShardRetried,
-    WorkerReady,
-    WorkerReplaced,
-)
+from . import runlog
+from .engines.messages import Progress, Receipt, ShardRetried, WorkerReady, WorkerReplaced
+from .runlog import event_of
+
+RATE_SECONDS = 5.0  # a "rate" event this often
+PROGRESS_SECONDS = 10.0  # OUT/progress.json rewritten this often
+RATE_WINDOW = 30.0  # the current rate is measured over this much recent time
 
 
 @dataclass
@@ -81,11 +83,24 @@ def _plural(n: int, noun: str) -> str:
 
 
 class Tracker:
-    """Turns engine messages into a progress bar and a ``Report``."""
+    """Turns engine messages into a progress bar, a ``Report``, events and the progress file.
 
-    def __init__(self, report: Report, total_items: int, show: bool) -> None:
+    ``sinks`` take event dicts (``runlog.RunLog``, ``runlog.JsonlStream``); ``status`` (the
+    run id, pid, host, job counts) is the fixed part of ``OUT/progress.json``, written when given.
+    """
+
+    def __init__(self, report: Report, total_items: int, show: bool, *,
+                 sinks: Sequence[Any] = (), status: dict[str, Any] | None = None) -> None:
         self.report = report
+        self.total_items = total_items  # this run's pending items
         self.started = time.monotonic()
+        self.sinks = list(sinks)
+        self.status = status
+        self.items = 0  # done by this run, from Progress (or receipts, whichever is ahead)
+        self.receipt_items = 0
+        self.samples: collections.deque[tuple[float, int]] = collections.deque(
+            [(self.started, 0)])
+        self.last_rate = self.last_file = self.started
         self.bar = None
         if show:
             from tqdm import tqdm
@@ -93,26 +108,96 @@ class Tracker:
             self.bar = tqdm(total=total_items, unit="img", dynamic_ncols=True, smoothing=0.1,
                             desc="gristmill")
 
+    def begin(self, start: dict[str, Any]) -> None:
+        """The run's first event (command, spec, machine...) and the first progress file."""
+        self.emit(start)
+        self._write_status("running")
+
     def __call__(self, message: Any) -> None:
         r = self.report
-        if isinstance(message, Progress) and self.bar is not None:
-            self.bar.update(message.items)
-        elif isinstance(message, Receipt):
+        if isinstance(message, Progress):
+            self.items += message.items
+            if self.bar is not None:
+                self.bar.update(message.items)
+        elif isinstance(message, Receipt) and message.committed:
+            # (a receipt not committed is a duplicate attempt: its items were counted once)
             r.ok += message.ok
             r.errors += message.errors
-            r.shards_committed += int(message.committed)
+            r.shards_committed += 1
+            self.receipt_items += message.ok + message.errors
+            self.items = max(self.items, self.receipt_items)
             for k, v in message.stage_seconds.items():
                 r.stage_seconds[k] = r.stage_seconds.get(k, 0.0) + v
-        elif isinstance(message, ShardFailed):
-            pass  # the engine reports given-up shards in its result
         elif isinstance(message, WorkerReady):
             r.workers.append(dataclasses.asdict(message))
         elif isinstance(message, WorkerReplaced):
             r.workers_replaced += 1
         elif isinstance(message, ShardRetried):
             r.shards_retried += 1
+        # a ShardFailed given up is in the engine's result; a replaced worker only in the events
+        event = event_of(message)
+        if event is not None:
+            if event["event"] == "shard":
+                event["committed_total"] = r.shards_skipped + r.shards_committed
+            self.emit(event)
+        self._tick(time.monotonic())
 
-    def close(self) -> None:
-        self.report.seconds = time.monotonic() - self.started
+    def emit(self, event: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(event)
+
+    def rate(self, now: float) -> float:
+        """Items/s over the last ``RATE_WINDOW`` seconds (the whole run while shorter)."""
+        self.samples.append((now, self.items))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW:
+            self.samples.popleft()
+        t0, n0 = self.samples[0]
+        return (self.items - n0) / (now - t0) if now > t0 else 0.0
+
+    def eta(self, rate: float) -> float | None:
+        left = max(0, self.total_items - self.items)
+        return left / rate if rate > 0 else (0.0 if not left else None)
+
+    def _tick(self, now: float) -> None:
+        if now - self.last_rate >= RATE_SECONDS:
+            self.last_rate = now
+            rate = self.rate(now)
+            self.emit({"event": "rate", "time": time.time(), "items": self.items,
+                       "rate": round(rate, 3), "eta": _round(self.eta(rate)),
+                       "committed_total": self.report.shards_skipped
+                       + self.report.shards_committed})
+        if now - self.last_file >= PROGRESS_SECONDS:
+            self.last_file = now
+            self._write_status("running")
+
+    def _write_status(self, state: str) -> None:
+        if self.status is None:
+            return
+        rate = self.rate(time.monotonic()) if state == "running" else self.report.throughput
+        r = self.report
+        runlog.write_progress(r.out, self.status | {
+            "state": state, "updated": time.time(), "items_done": self.items, "ok": r.ok,
+            "errors": r.errors, "shards_committed": r.shards_skipped + r.shards_committed,
+            "shards_failed": len(r.shards_failed), "rate": round(rate, 3),
+            "eta_seconds": _round(self.eta(rate)) if state == "running" else None})
+
+    def close(self, outcome: str = "") -> None:
+        """Stop the clock; with ``outcome`` (complete, failed, stopped, error) end the events."""
+        r = self.report
+        r.seconds = time.monotonic() - self.started
         if self.bar is not None:
             self.bar.close()
+        if outcome:
+            self.emit({"event": "end", "time": time.time(), "outcome": outcome,
+                       "seconds": round(r.seconds, 3), "items": self.items, "ok": r.ok,
+                       "errors": r.errors, "shards_committed": r.shards_committed,
+                       "committed_total": r.shards_skipped + r.shards_committed,
+                       "shards_failed": {str(k): v for k, v in r.shards_failed.items()},
+                       "stage_seconds": r.stage_seconds})
+            self._write_status(outcome)
+        for sink in self.sinks:
+            sink.close()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -154,6 +154,7 @@ class JobSpec:
     engine: EngineName = "local"
     ray_address: str | None = None
     progress: bool = True
+    progress_jsonl: str = ""  # --progress jsonl: "-" streams events to stderr, else to this file
     precision: Precision = "fp32"
 
     def check(self) -> None:

@@ -136,6 +136,13 @@ def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) ->
 
     A model whose backend keeps the driver's build (``driver_model``) is never built twice here.
     """
+    timing = time_model(spec, threads, batch, cache)
+    return None if timing is None else batch / timing[1] / threads
+
+
+def time_model(spec: Any, threads: int, batch: int, cache: Any = None,
+               ) -> tuple[float, float] | None:
+    """(first batch seconds, best later batch seconds) of the model on the CPU (None: failed)."""
     import numpy as np
 
     from .models import create
@@ -147,7 +154,7 @@ def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) ->
         x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
         start = time.perf_counter()
         model.predict(x)  # warm-up: first-call allocations, kernel selection, malloc thresholds
-        elapsed = time.perf_counter() - start
+        first = elapsed = time.perf_counter() - start
         # A model this slow is far slower than any decode: the split is clear without a precise
         # figure, and a heavy model's timed runs would cost the user seconds for nothing.
         for _ in range(2 if elapsed < SLOW_BATCH_SECONDS else 0):
@@ -160,7 +167,7 @@ def measure_model(spec: Any, threads: int, batch: int = 2, cache: Any = None) ->
         return None
     finally:
         release_memory()
-    return batch / elapsed / threads
+    return first, elapsed
 
 
 def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,

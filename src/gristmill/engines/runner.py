@@ -51,6 +51,7 @@ class _InFlight:
     loader_deaths: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {
         "load": 0.0, "model": 0.0, "write": 0.0})
+    started: float = field(default_factory=time.time)  # wall clock: the report's timeline
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ class ShardRunner:
             return ShardFailed(shard.id, f"write {ledger.shard_path(self.spec.out, shard)}: "
                                          f"{exc.strerror or exc}")
         entry.seconds["write"] = time.perf_counter() - start
-        return Receipt(shard.id, len(names), len(errors), done, dict(entry.seconds))
+        return Receipt(shard.id, len(names), len(errors), done, dict(entry.seconds),
+                       worker=self.plan.index, started=entry.started, finished=time.time())
 
     def _check_loaders(self) -> list[Any]:
         dead = self.pool.dead()

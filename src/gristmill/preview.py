@@ -1,0 +1,133 @@
+"""``gristmill plan``: what a run would do, decided exactly as ``prepare`` would, writing nothing.
+
+It resolves the model and devices, lists the inputs (or reads the frozen list of the job OUT
+holds), plans the shards, reads the markers, runs the same calibration and budget choice as a run,
+and estimates the duration: each worker runs at the lower of what its loaders can decode and what
+its model threads can compute (and all of them at most at the machine's combined bound), after a
+start-up as long as the calibration's first model batch plus a loader process start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from . import ledger, models
+from .job import cpu_count, job_identity, needs_calibration, plan_workers, resolve
+from .plan import plan
+from .sources import InputList, display_name, list_inputs
+from .spec import JobSpec
+from .tuning import calibrate, combined_bound, time_model
+
+START_SECONDS = 0.5  # a worker forked from the warm fork server, its loaders spawned beside it
+MAX_TIMED_BATCH = 32  # the estimate times one batch of the job's size, up to this many images
+SAMPLE = 5  # input names shown
+
+
+def preview(spec: JobSpec) -> dict[str, Any]:
+    """The plan of ``spec`` as plain data (see ``describe`` for the words)."""
+    begun = time.perf_counter()
+    cache = models.ModelCache()
+    spec, devices = resolve(spec, cache)
+    workers = plan_workers(spec, devices, spec.batch_size)
+    resumed = ledger.check_out(spec.out, job_identity(spec), spec.overwrite)  # changes nothing
+    inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
+    frozen = resumed and os.path.exists(inputs_path)
+    inputs = InputList.load(inputs_path) if frozen else list_inputs(spec.sources)
+    shards = plan(len(inputs), spec.shard_size)
+    done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop),
+                            spec.identity_hash()) if resumed else {}
+    pending = [s for s in shards if s.id not in done]
+    rates: tuple[float | None, float | None] = (None, None)
+    started = time.perf_counter()
+    if spec.engine == "local" and devices[0] == "cpu" and pending:
+        rates = calibrate(spec, inputs, cpu_count(), cache=cache)
+        if needs_calibration(spec, devices):
+            workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+    calibration = time.perf_counter() - started
+    preparing = time.perf_counter() - begun  # what a run does before its workers start
+    timing = None
+    if rates[1]:  # the budget's rates are per core at batch 2; a worker runs its own batch
+        timing = time_model(spec, workers[0].threads, min(spec.batch_size, MAX_TIMED_BATCH),
+                            cache)
+    cache.clear()
+    estimate = _estimate(workers, rates, sum(len(s) for s in pending), timing,
+                         min(spec.batch_size, MAX_TIMED_BATCH))
+    return {
+        "out": spec.out, "sources": list(spec.sources), "frozen_list": frozen,
+        "resumed": resumed, "items": len(inputs), "shards": len(shards),
+        "shard_size": spec.shard_size, "committed_shards": len(done),
+        "pending_shards": len(pending), "pending_items": sum(len(s) for s in pending),
+        "sample": [display_name(inputs.raw(i)) for i in range(min(SAMPLE, len(inputs)))],
+        "model": spec.model.ref, "engine": spec.engine, "batch_size": spec.batch_size,
+        "workers": [{"device": w.device, "threads": w.threads, "loaders": w.loaders,
+                     "turns": w.turns} for w in workers],
+        "decode_rate_per_core": rates[0], "model_rate_per_core": rates[1],
+        "calibration_seconds": round(calibration, 2), "prepare_seconds": round(preparing, 1),
+        **estimate}
+
+
+def _estimate(workers: list[Any], rates: tuple[float | None, float | None], items: int,
+              timing: tuple[float, float] | None, batch: int) -> dict[str, Any]:
+    decode = rates[0]
+    if not items:
+        return {"bottleneck": None, "items_per_second": None, "estimated_seconds": 0.0}
+    if not decode or timing is None:
+        return {"bottleneck": None, "items_per_second": None, "estimated_seconds": None}
+    threads = workers[0].threads
+    model = batch / timing[1] / threads  # per core, at the job's batch size
+    decode_cap = sum(w.loaders * decode for w in workers)
+    concurrent = min(len(workers), workers[0].turns or len(workers))  # turns: that many at once
+    model_cap = concurrent * threads * model
+    rate = min(decode_cap, model_cap, combined_bound(cpu_count(), decode, model))
+    # a worker's start: its process and loaders, then its model's slow first batch
+    startup = START_SECONDS + max(0.0, timing[0] - timing[1])
+    return {"bottleneck": "decode" if decode_cap < model_cap else "model",
+            "decode_capacity": round(decode_cap, 2), "model_capacity": round(model_cap, 2),
+            "items_per_second": round(rate, 2), "startup_seconds": round(startup, 2),
+            "estimated_seconds": round(startup + items / rate, 1)}
+
+
+def describe(p: dict[str, Any]) -> str:
+    """The plan in a few lines for a terminal."""
+    more = p["items"] - len(p["sample"])
+    lines = [
+        f"gristmill plan: {p['items']} items in {p['shards']} shards of {p['shard_size']}; "
+        f"{p['committed_shards']} committed, {p['pending_shards']} to run "
+        f"({p['pending_items']} items)",
+        f"  inputs: {'the frozen list in OUT' if p['frozen_list'] else ', '.join(p['sources'])}"
+        f": {', '.join(p['sample'])}" + (f" ... and {more} more" if more > 0 else ""),
+    ]
+    if p["decode_rate_per_core"] and p["model_rate_per_core"]:
+        lines.append(f"  calibration: decode {p['decode_rate_per_core']:.1f} img/s per core, "
+                     f"model {p['model_rate_per_core']:.1f} img/s per core "
+                     f"({p['calibration_seconds']:.1f} s)")
+    w = p["workers"]
+    lines.append(f"  budget: {len(w)} worker(s) on {w[0]['device']}, each {w[0]['threads']} "
+                 f"model threads + {w[0]['loaders']} loaders, batch {p['batch_size']}"
+                 + (f", {w[0]['turns']} computing at once" if w[0]["turns"] else ""))
+    if p["bottleneck"]:
+        lines.append(f"  bottleneck: {p['bottleneck']} (loaders can decode "
+                     f"{p['decode_capacity']:.1f} img/s, the model compute "
+                     f"{p['model_capacity']:.1f} img/s)")
+    if p["estimated_seconds"] is not None:
+        rate = f" at {p['items_per_second']:.1f} items/s" if p["items_per_second"] else ""
+        lines.append(f"  estimate: {_duration(p['estimated_seconds'])}{rate}"
+                     + (f", {p['startup_seconds']:.1f} s of it starting workers"
+                        if p.get("startup_seconds") else ""))
+        lines.append(f"  before the workers start: about {p['prepare_seconds']:.0f} s of "
+                     "preparation (listing, calibration), as long as this plan took")
+    else:
+        lines.append("  estimate: none (the model's speed is only measured for local CPU jobs)")
+    where = f"{p['out']} ({'resume' if p['resumed'] else 'new job'})" if p["out"] else "no -o"
+    lines.append(f"  output: {where}; nothing was written")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"about {seconds:.0f} s"
+    if seconds < 7200:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
