@@ -20,7 +20,6 @@ from gristmill.engines.messages import (
     WorkerReady,
     WorkerReplaced,
 )
-from gristmill.errors import SpecError
 from gristmill.progress import Report, Tracker
 
 
@@ -116,18 +115,6 @@ def test_jsonl_stream_parses_and_its_commit_count_follows_the_receipts(tmp_path,
     assert "ready" not in kinds and "spec" not in events[0]  # the log has those, not the stream
     assert [e["committed_total"] for e in events if e["event"] == "shard"] == [1, 2, 2]
     assert events[-1]["committed_total"] == 2
-
-
-def test_lock_names_its_holder_and_refuses_a_second_driver(tmp_path):
-    out = str(tmp_path / "out")
-    assert ledger.holder(out) is None
-    with ledger.lock_out(out) as info:
-        held = ledger.holder(out)
-        assert held == info and held["pid"] == os.getpid()
-        with pytest.raises(SpecError, match=f"in use by another gristmill run \\(pid "
-                                            f"{os.getpid()}"), ledger.lock_out(out):
-            pass
-    assert ledger.holder(out) is None
 
 
 def test_lock_of_a_killed_driver_is_free(tmp_path):
