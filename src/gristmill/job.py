@@ -20,7 +20,7 @@ from . import ledger, models
 from .engines.runner import WorkerPlan
 from .errors import SpecError
 from .plan import Shard, plan
-from .sources import InputList, list_inputs
+from .sources import InputList, list_inputs, storage
 from .spec import JobSpec
 from .tuning import calibrate, choose_budget, release_memory
 
@@ -152,7 +152,8 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> Prepared
     cache = models.ModelCache()  # describe, shared weights and calibration build the model once
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
-    identity = spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    identity = spec.identity() | {"sources": [storage.redact(s) if storage.is_url(s) else
+                                              os.path.abspath(s) for s in spec.sources]}
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)
@@ -160,12 +161,12 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None) -> Prepared
     if resumed and os.path.exists(inputs_path):
         inputs = InputList.load(inputs_path)  # a resume never walks a million files again
     else:
-        inputs = list_inputs(spec.sources)
+        inputs = list_inputs(spec.sources, spec.source_options())
     ledger.init_out(spec.out, job_json, overwrite=spec.overwrite)
     if not os.path.exists(inputs_path):
         inputs.save(inputs_path)
     ledger.remove_stale_temps(spec.out)
-    shards = plan(len(inputs), spec.shard_size)
+    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
     spec_hash = spec.identity_hash()
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
     shared = None
