@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from collections.abc import Iterable, Iterator
 
 from ..errors import SpecError
@@ -127,13 +128,16 @@ def _remote_list(url: str) -> tuple[bytes, list[bytes]]:
     if b"\0" in data[:4096]:
         raise SpecError(f"source {storage.redact(url)} is neither a folder nor a text list "
                         "of paths")
-    base = url.rsplit("/", 1)[0]
+    scheme, path = storage.split_url(url)
+    base = os.fsencode(path.rsplit("/", 1)[0])
     entries = []
     for line in data.splitlines():
         line = line.strip()
-        if line and not line.startswith(b"#"):
-            entries.append(line if storage.is_url(line) else os.fsencode(base) + b"/" + line)
-    return os.fsencode(base), entries
+        if line and not line.startswith(b"#"):  # keys are not paths: resolve ../ ourselves
+            entries.append(line if storage.is_url(line) else scheme.encode() + posixpath.normpath(
+                base + b"/" + line))
+    roots = list({p.rpartition(b"/")[0] for p in entries})
+    return (common_root(roots) if entries else os.fsencode(url.rsplit("/", 1)[0])), entries
 
 
 def common_root(roots: list[bytes]) -> bytes:
