@@ -70,13 +70,21 @@ def _write_column(group: h5py.Group, key: str, array: np.ndarray) -> None:
 
 
 def _merge_columns(parts: list[np.ndarray]) -> np.ndarray:
-    """Shard columns as one: strings if any shard's are, else numpy's common type."""
+    """Shard columns as one: numbers if every shard's are (a shard whose values were all missing
+    is NaN there), else strings."""
     parts = [p for p in parts if len(p)]
     if not parts:
         return np.array([], dtype=object)
-    if any(p.dtype.kind in "OSU" for p in parts):
-        return np.concatenate([p.astype(object) if p.dtype.kind in "OSU"
-                               else p.astype(str).astype(object) for p in parts])
+    text = [p.dtype.kind in "OSU" for p in parts]
+    if any(text) and not all(text):
+        blank = [t and not any(p) for p, t in zip(parts, text, strict=True)]
+        if all(b or not t for b, t in zip(blank, text, strict=True)):
+            parts = [np.full(len(p), np.nan) if b else p for p, b in zip(parts, blank,
+                                                                           strict=True)]
+            text = [False] * len(parts)
+    if any(text):
+        return np.concatenate([p.astype(object) if t else p.astype(str).astype(object)
+                               for p, t in zip(parts, text, strict=True)])
     return np.concatenate(parts)
 
 
