@@ -97,3 +97,13 @@ def test_null_and_corrupt_cells_are_error_rows_and_bad_tables_exit_2(photo_sampl
     empty = run(str(tmp_path / "e.parquet"), "-o", str(tmp_path / "o3"), *JOB)
     assert empty.returncode == 2 and "has no rows" in empty.stderr
     assert empty.stderr.count("\n") == 1
+
+
+def test_a_key_in_two_tables_is_one_line_naming_both(parquet_dir, tmp_path):
+    import shutil
+
+    shutil.copy(parquet_dir / "hf.parquet", tmp_path / "a.parquet")
+    shutil.copy(parquet_dir / "hf.parquet", tmp_path / "b.parquet")
+    with pytest.raises(SpecError, match=r"key 'g0/astronaut' is in both .*a\.parquet and "
+                                        r".*b\.parquet"):
+        list_inputs([str(tmp_path)])

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import SpecError
 from . import storage
-from .base import ItemRef, Kind, Listing, Opened
+from .base import ItemRef, Kind, Listing, Opened, display_name
 
 AUTO_COLUMNS = ("jpg", "png", "webp", "image", "img")
 
@@ -112,16 +112,29 @@ def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Li
             listing.names += [f"{rel}:{i}".encode() for i in range(total)]
     if not listing.names:
         raise SpecError(f"table source {storage.redact(tables[0])} has no rows")
-    if len(set(listing.names)) != len(listing.names):
-        raise SpecError(f"--key-column {read['key_column']}: keys repeat across the tables; "
-                        "give a unique column or --key-column ''")
     listing.start = np.concatenate(starts)
     listing.size = np.concatenate(sizes)
     listing.container = np.concatenate(containers)
+    _check_unique(listing, read["key_column"])
     listing.options = {"image_column": read.get("image_column", ""),
                        "path_column": read.get("path_column", ""),
                        "keep": list(options.get("keep_columns") or ())}
     return listing
+
+
+def _check_unique(listing: Listing, key_column: str) -> None:
+    """SpecError naming the first repeated key and its table(s)."""
+    if len(set(listing.names)) == len(listing.names):
+        return
+    seen: dict[bytes, int] = {}
+    for name, index in zip(listing.names, listing.container.tolist(), strict=True):
+        if name in seen:
+            other, tables = seen[name], listing.containers
+            where = (f"both {tables[other]} and {tables[index]}" if other != index
+                     else f"{tables[index]} twice")
+            raise SpecError(f"--key-column {key_column}: key {display_name(name)!r} is in "
+                            f"{where}; name a column of unique keys")
+        seen[name] = index
 
 
 def _plain(value: Any) -> Any:
