@@ -162,5 +162,6 @@ def refresh_view(spec: JobSpec, shards: Sequence[Any]) -> str:
 
 
 def open(out: str) -> Result:
-    """Open a job's ``features.h5``: ``.names``, ``["output"]`` datasets, ``.errors``."""
+    """Open a job's ``features.h5``: ``.names``, ``["output"]`` datasets, ``.errors``,
+    ``.columns``."""
     return open_view(out)

@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("sources", nargs="+", metavar="SOURCE",
-                     help="a folder (recursive), a text file listing paths, or a glob pattern")
+                     help="a folder (recursive), a text file listing paths, a glob pattern, "
+                          "webdataset tars ('data/{00000..00099}.tar'), Parquet tables; "
+                          "local or s3:// gs:// az:// URLs")
     run.add_argument("-o", "--out", required=out_required,
                      help="output folder (features.h5 + shards)")
     run.add_argument("--model", default="efficientnet-lite0",
@@ -153,6 +155,18 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="bar (default), none, jsonl (one JSON event per line on stderr) or "
                           "jsonl=PATH (to a file)")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
+    src = run.add_argument_group("tar and Parquet sources")
+    src.add_argument("--image-key", default="", help="tars: the member extension of the image "
+                                                     "(default: the first image member)")
+    src.add_argument("--image-column", default="",
+                     help="Parquet: the column of image bytes (default: jpg/png/webp/image/img)")
+    src.add_argument("--path-column", default="",
+                     help="Parquet: a column of image paths or URLs, relative to the table")
+    src.add_argument("--key-column", default="",
+                     help="Parquet: the column naming rows (default: key, else <file>:<row>)")
+    src.add_argument("--keep-columns", default="",
+                     help="comma-separated metadata carried next to the outputs (Parquet "
+                          "columns; tar .txt/.cls members or .json fields)")
 
 
 def _logging_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -196,6 +210,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
+        image_key=args.image_key, image_column=args.image_column, path_column=args.path_column,
+        key_column=args.key_column,
+        keep_columns=tuple(c.strip() for c in args.keep_columns.split(",") if c.strip()),
         progress=(args.progress == "bar" and not args.no_progress and sys.stderr.isatty()),
         progress_jsonl=("-" if args.progress == "jsonl" else args.progress[6:]
                         if args.progress.startswith("jsonl=") else ""),
@@ -210,6 +227,8 @@ def _inspect(out: str) -> int:
               f"complete={bool(result.file.attrs.get('complete', False))}")
         for name, data in result.outputs.items():
             print(f"  {name}: {data.shape} {data.dtype}")
+        for name, values in result.columns.items():
+            print(f"  columns/{name}: {values.shape} {values.dtype}")
     return 0
 
 

@@ -20,7 +20,7 @@ from . import ledger, models
 from .engines.runner import WorkerPlan
 from .errors import SpecError
 from .plan import Shard, plan
-from .sources import InputList, list_inputs
+from .sources import InputList, list_inputs, storage
 from .spec import JobSpec
 from .tuning import calibrate, choose_budget, release_memory
 
@@ -147,7 +147,8 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
 
 def job_identity(spec: JobSpec) -> dict[str, Any]:
     """What ``job.json`` must hold for OUT to be this job's (a resume) and not another's."""
-    return spec.identity() | {"sources": [os.path.abspath(s) for s in spec.sources]}
+    return spec.identity() | {"sources": [storage.redact(s) if storage.is_url(s) else
+                                          os.path.abspath(s) for s in spec.sources]}
 
 
 def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
@@ -170,12 +171,12 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     if resumed and os.path.exists(inputs_path):
         inputs = InputList.load(inputs_path)  # a resume never walks a million files again
     else:
-        inputs = list_inputs(spec.sources)
+        inputs = list_inputs(spec.sources, spec.source_options())
     ledger.init_out(spec.out, job_json, overwrite=spec.overwrite)
     if not os.path.exists(inputs_path):
         inputs.save(inputs_path)
     ledger.remove_stale_temps(spec.out)
-    shards = plan(len(inputs), spec.shard_size)
+    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
     spec_hash = spec.identity_hash()
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
     shared = None

@@ -34,8 +34,9 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     resumed = ledger.check_out(spec.out, job_identity(spec), spec.overwrite)  # changes nothing
     inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     frozen = resumed and os.path.exists(inputs_path)
-    inputs = InputList.load(inputs_path) if frozen else list_inputs(spec.sources)
-    shards = plan(len(inputs), spec.shard_size)
+    inputs = (InputList.load(inputs_path) if frozen
+              else list_inputs(spec.sources, spec.source_options()))
+    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop),
                             spec.identity_hash()) if resumed else {}
     pending = [s for s in shards if s.id not in done]

@@ -24,6 +24,7 @@ Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
 
 SPEC_VERSION = 1
+_CREDENTIALS = re.compile(r"^[a-zA-Z][\w+.\-]*://[^/@]*@")
 _RAY_ADDRESS = re.compile(r"auto|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+")
 
 
@@ -156,6 +157,17 @@ class JobSpec:
     progress: bool = True
     progress_jsonl: str = ""  # --progress jsonl: "-" streams events to stderr, else to this file
     precision: Precision = "fp32"
+    image_key: str = ""  # tars: the member extension holding the image (default: the first image)
+    image_column: str = ""  # Parquet: the column of image bytes (default: auto-detected)
+    path_column: str = ""  # Parquet: a column of image paths/URLs, relative to the table
+    key_column: str = ""  # Parquet: the names (default: ``key`` if present, else <file>:<row>)
+    keep_columns: tuple[str, ...] = ()  # metadata carried next to the outputs
+
+    def source_options(self) -> dict[str, Any]:
+        """The options that tell ``sources.list_inputs`` how to read tars and tables."""
+        return {"image_key": self.image_key.lower().lstrip("."), "image_column": self.image_column,
+                "path_column": self.path_column, "key_column": self.key_column,
+                "keep_columns": self.keep_columns}
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -183,6 +195,17 @@ class JobSpec:
                                 f"got {self.ray_address!r}")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        for source in self.sources:
+            if _CREDENTIALS.match(source):
+                raise SpecError("a source URL must not hold credentials: give them the storage "
+                                "library's way (environment, ~/.aws, fsspec config)")
+        if self.image_column and self.path_column:
+            raise SpecError("give --image-column or --path-column, not both")
+        if len(set(self.keep_columns)) != len(self.keep_columns):
+            raise SpecError(f"--keep-columns names a column twice: {','.join(self.keep_columns)}")
+        clash = set(self.keep_columns) & ({"names", "errors", "columns"} | set(self.outputs))
+        if clash:
+            raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 
@@ -193,6 +216,9 @@ class JobSpec:
         """
         # precision changes the numbers; fp32 is left out so existing jobs keep their identity
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        reading = {k: v for k, v in self.source_options().items() if v}
+        if reading:  # left out when unset, so loose-file jobs keep their identity
+            extra["reading"] = reading
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             # permissions do not change the output (and older jobs keep their identity)
@@ -220,6 +246,6 @@ class JobSpec:
         pre = {k: tuple(v) if isinstance(v, list) else v
                for k, v in data.get("preprocess", {}).items()}
         data["preprocess"] = Preprocess(**pre)
-        for key in ("sources", "outputs"):
+        for key in ("sources", "outputs", "keep_columns"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)

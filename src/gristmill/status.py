@@ -30,7 +30,7 @@ def status(out: str) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SpecError(f"{out} holds no gristmill job ({job_file} or its input list cannot "
                         f"be read: {getattr(exc, 'strerror', None) or exc})") from None
-    shards = plan(len(inputs), spec.shard_size)
+    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
     done = ledger.committed(out, shards, lambda s: inputs.digest(s.start, s.stop),
                             spec.identity_hash())
     runs = runlog.read_runs(out)

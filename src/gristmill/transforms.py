@@ -201,7 +201,12 @@ def normalize_into(rgb: np.ndarray, out: np.ndarray, pre: Preprocess) -> None:
 
 def load_into(path: bytes, out: np.ndarray, pre: Preprocess, max_pixels: int) -> None:
     """Read, decode and preprocess the image at ``path`` into ``out``; ItemError on failure."""
-    rgb = decode(read_bytes(path), pre, max_pixels)
+    decode_into(read_bytes(path), out, pre, max_pixels)
+
+
+def decode_into(data: bytes, out: np.ndarray, pre: Preprocess, max_pixels: int) -> None:
+    """Decode and preprocess encoded image ``data`` into ``out``; ItemError on failure."""
+    rgb = decode(data, pre, max_pixels)
     try:
         normalize_into(resize_crop(rgb, pre), out, pre)
     except Exception as exc:

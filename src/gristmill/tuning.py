@@ -109,19 +109,28 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def measure_decode(paths: list[bytes], preprocess: Any, max_pixels: int,
-                   seconds: float = 0.5) -> float | None:
-    """Images/s of one core reading, decoding and preprocessing ``paths`` (None if all fail)."""
+def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
+                   seconds: float = 0.5, *, options: dict[str, Any] | None = None) -> float | None:
+    """Images/s of one core reading, decoding and preprocessing ``refs`` (None if all fail).
+
+    ``refs`` are ``sources.ItemRef``s (or plain file paths).
+    """
     import numpy as np
 
-    from .transforms import ItemError, load_into
+    from .sources.base import ItemRef, Kind
+    from .sources.reader import BatchReader
+    from .transforms import ItemError, decode_into
 
+    reader = BatchReader(options or {})
     row = np.empty(preprocess.item_shape(), np.float32)
     done, spent = 0, 0.0
-    for path in paths:
+    for ref in refs:
         start = time.perf_counter()
         try:
-            load_into(path, row, preprocess, max_pixels)
+            item = reader.open([ref if isinstance(ref, ItemRef) else ItemRef(Kind.FILE, ref)])[0]
+            if isinstance(item, ItemError):
+                continue
+            decode_into(item.data, row, preprocess, max_pixels)
         except ItemError:
             continue
         spent += time.perf_counter() - start
@@ -173,12 +182,12 @@ def time_model(spec: Any, threads: int, batch: int, cache: Any = None,
 def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
               cache: Any = None) -> tuple[float | None, float | None]:
     """(decode rate, model rate), per core, from inputs spread over the list and one batch."""
-    import os
 
     n = len(inputs)
     picks = sorted({i * n // sample for i in range(sample)}) if n else []
-    paths = [os.path.join(inputs.root, inputs.raw(i)) for i in picks]
-    decode = measure_decode(paths, spec.preprocess, spec.max_image_pixels)
+    refs = [ref for i in picks for ref in inputs.refs(i, i + 1)]
+    decode = measure_decode(refs, spec.preprocess, spec.max_image_pixels,
+                            options=inputs.reader_options)
     model = measure_model(spec, threads=cores, cache=cache)
     log.info("calibration: decode %.1f img/s/core, model %.1f img/s/core",
              decode or 0.0, model or 0.0)

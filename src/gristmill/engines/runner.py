@@ -17,7 +17,6 @@ during which loaders died ``max_attempts`` times, or whose model call raised, is
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 import traceback
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 class _InFlight:
     task: ShardTask
     spans: list[tuple[int, int]]
-    received: dict[int, tuple[tuple[int, ...], dict[str, np.ndarray], tuple]] = field(
+    received: dict[int, tuple[tuple[int, ...], dict[str, np.ndarray], tuple, dict]] = field(
         default_factory=dict)
     loader_deaths: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {
@@ -105,9 +104,11 @@ class ShardRunner:
             self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
         # in an undefined state; loaders import only numpy and Pillow
+        fill = ImageFill(self.spec.preprocess, self.spec.max_image_pixels,
+                         self.inputs.reader_options)
         # a ring the engine did not name (Ray) has no driver to unlink it if this process is
         # killed: the pool's own cleaner does
-        self.pool = LoaderPool(ring, ImageFill(self.spec.preprocess, self.spec.max_image_pixels),
+        self.pool = LoaderPool(ring, fill,
                                self.plan.loaders, start_method="spawn",
                                name=f"gristmill-loader-{self.plan.index}",
                                cleaner=not self.plan.ring_name)
@@ -134,9 +135,7 @@ class ShardRunner:
 
     def _issue(self, shard_id: int, index: int) -> None:
         start, stop = self.inflight[shard_id].spans[index]
-        root = self.inputs.root
-        paths = tuple(os.path.join(root, name) for name in self.inputs.raw_range(start, stop))
-        self.pool.tasks.put(BatchTask((shard_id, index), paths))
+        self.pool.tasks.put(BatchTask((shard_id, index), (), refs=self.inputs.refs(start, stop)))
 
     def step(self, timeout: float) -> list[Any]:
         """Run at most one ready batch; return the messages for the driver."""
@@ -162,7 +161,7 @@ class ShardRunner:
             return [*out, ShardFailed(shard_id, f"model: {type(exc).__name__}: {exc}")]
         self.pool.free.put(filled.slot)
         entry.seconds["load"] += filled.seconds
-        entry.received[index] = (filled.ok, result, filled.errors)
+        entry.received[index] = (filled.ok, result, filled.errors, filled.columns)
         out.append(Progress(len(filled.ok) + len(filled.errors)))
         if len(entry.received) == len(entry.spans):
             out.append(self._finish(self.inflight.pop(shard_id)))
@@ -189,14 +188,17 @@ class ShardRunner:
         names: list[str] = []
         errors: list[tuple[str, str, str]] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec.outputs}
+        columns: dict[str, list[Any]] = {c: [] for c in self.spec.keep_columns}
         for index, (start, stop) in enumerate(entry.spans):
-            ok, result, errs = entry.received[index]
+            ok, result, errs, carried = entry.received[index]
             raw = self.inputs.raw_range(start, stop)
             names += [display_name(raw[i]) for i in ok]
             errors += [(display_name(raw[i]), stage, msg) for i, stage, msg in errs]
             for key in parts:
                 if ok:
                     parts[key].append(result[key])
+            for key, values in columns.items():
+                values += carried.get(key, (None,) * len(ok))
         outputs = {k: np.concatenate(v) for k, v in parts.items() if v}
         marker = {"shard": shard.id, "start": shard.start, "stop": shard.stop, "ok": len(names),
                   "errors": len(errors), "inputs": self.inputs.digest(shard.start, shard.stop),
@@ -205,7 +207,9 @@ class ShardRunner:
         start = time.perf_counter()
         try:
             done = ledger.commit_shard(self.spec.out, shard,
-                                       lambda tmp: write_shard(tmp, names, outputs, errors), marker)
+                                       lambda tmp: write_shard(tmp, names, outputs, errors,
+                                                                 columns),
+                                       marker)
         except OSError as exc:
             return ShardFailed(shard.id, f"write {ledger.shard_path(self.spec.out, shard)}: "
                                          f"{exc.strerror or exc}")

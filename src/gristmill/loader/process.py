@@ -15,7 +15,7 @@ import queue
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,17 +63,40 @@ def get_alive(q: Any, parent: int, timeout: float = POLL_SECONDS) -> Any:
                 return STOP
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImageFill:
-    """Fill a row from an image file with the spec's preprocessing (the inference loader)."""
+    """Fill rows from a batch's items with the spec's preprocessing (the inference loader).
+
+    ``open_batch`` reads the batch's bytes (a tar run with one range read, a table by row group:
+    ``sources.reader``); the call decodes one item into its row and returns its carried columns.
+    ``options`` are the input list's reader options (image key or column, kept columns).
+    """
 
     preprocess: Any
     max_pixels: int
+    options: dict[str, Any] = field(default_factory=dict)
+    reader: Any = field(default=None, repr=False)  # made in the loader process, on first use
 
-    def __call__(self, path: bytes, row: np.ndarray, task: BatchTask, index: int) -> None:
-        from ..transforms import load_into
+    def open_batch(self, task: BatchTask) -> list[Any]:
+        from ..sources.base import ItemRef, Kind
+        from ..sources.reader import BatchReader
 
-        load_into(path, row, self.preprocess, self.max_pixels)
+        if self.reader is None:
+            self.reader = BatchReader(self.options)
+        refs = task.refs or tuple(ItemRef(Kind.FILE, p) for p in task.paths)
+        return self.reader.open(refs)
+
+    def __call__(self, item: Any, row: np.ndarray, task: BatchTask,
+                 index: int) -> dict[str, Any]:
+        from ..transforms import decode_into
+
+        decode_into(item.data, row, self.preprocess, self.max_pixels)
+        return item.columns
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Per-row column dicts as columns (every ok row of a batch carries the same names)."""
+    return {name: tuple(r.get(name) for r in rows) for name in rows[0]} if rows else {}
 
 
 def guarded_loader_main(guard: StartGuard, *args: Any) -> None:
@@ -105,15 +128,22 @@ def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free
             view = ring.view(slot)
             ok: list[int] = []
             errors: list[tuple[int, str, str]] = []
-            for index, path in enumerate(task.paths):
+            carried: list[dict[str, Any]] = []
+            opener = getattr(fill, "open_batch", None)
+            items = opener(task) if opener is not None else task.paths
+            for index, item in enumerate(items):
                 try:
-                    fill(path, view[len(ok)], task, index)
+                    if isinstance(item, ItemError):
+                        raise item
+                    columns = fill(item, view[len(ok)], task, index)
                     ok.append(index)
+                    if columns:
+                        carried.append(columns)
                 except ItemError as exc:
                     errors.append((index, exc.stage, exc.message))
                 except Exception as exc:  # a decoder bug must cost one item, not the job
                     errors.append((index, "decode", f"{type(exc).__name__}: {exc}"))
             ready.put(Filled(task.key, slot, tuple(ok), tuple(errors),
-                             time.perf_counter() - start, os.getpid()))
+                             time.perf_counter() - start, os.getpid(), _columns(carried)))
     finally:
         ring.close()

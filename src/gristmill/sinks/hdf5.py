@@ -7,8 +7,10 @@ commits it.
 
 ``features.h5`` has the same dataset names: each output is an HDF5 virtual dataset whose rows map
 onto the shard files in input order (no feature is copied; source paths are relative, so OUT can be
-moved), ``names`` and ``errors`` are copied (small). It is rebuilt at the end of every run under a
-temporary name and renamed, so a reader never sees a half-written view.
+moved), ``names`` and ``errors`` are copied (small), and so are carried metadata columns
+(``columns/<name>``, row-aligned with ``names``; ``column_array`` gives their types). It is
+rebuilt at the end of every run under a temporary name and renamed, so a reader never sees a
+half-written view.
 """
 
 from __future__ import annotations
@@ -28,14 +30,62 @@ ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 
 
 def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
-                errors: Sequence[tuple[str, str, str]]) -> None:
-    """Write one shard file (no commit: see ``ledger.commit_shard``); OSError if the disk fails."""
+                errors: Sequence[tuple[str, str, str]],
+                columns: dict[str, list[Any]] | None = None) -> None:
+    """Write one shard file (no commit: see ``ledger.commit_shard``); OSError if the disk fails.
+
+    ``columns`` are carried metadata (values str/int/float/bool/None), row-aligned with ``names``.
+    """
     with _in_memory(path) as f:
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         for key, value in outputs.items():
             f.create_dataset(key, data=value)
         f.create_dataset("errors", data=np.array(list(errors), dtype=ERROR_DTYPE),
                          dtype=ERROR_DTYPE, maxshape=(None,))
+        if columns:
+            group = f.create_group("columns")
+            for key, values in columns.items():
+                _write_column(group, key, column_array(values))
+
+
+def column_array(values: Sequence[Any]) -> np.ndarray:
+    """Values as one typed array: bool or int64 when all are (and none is missing), float64 (None
+    is NaN) for numbers, else UTF-8 strings (None is "")."""
+    present = [v for v in values if v is not None]
+    if present and len(present) == len(values):
+        if all(isinstance(v, bool) for v in present):
+            return np.array(present, dtype=bool)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            return np.array(present, dtype=np.int64)
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def _write_column(group: h5py.Group, key: str, array: np.ndarray) -> None:
+    if array.dtype == object:
+        group.create_dataset(key, data=array, dtype=STR)
+    else:
+        group.create_dataset(key, data=array)
+
+
+def _merge_columns(parts: list[np.ndarray]) -> np.ndarray:
+    """Shard columns as one: numbers if every shard's are (a shard whose values were all missing
+    is NaN there), else strings."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.array([], dtype=object)
+    text = [p.dtype.kind in "OSU" for p in parts]
+    if any(text) and not all(text):
+        blank = [t and not any(p) for p, t in zip(parts, text, strict=True)]
+        if all(b or not t for b, t in zip(blank, text, strict=True)):
+            parts = [np.full(len(p), np.nan) if b else p for p, b in zip(parts, blank,
+                                                                           strict=True)]
+            text = [False] * len(parts)
+    if any(text):
+        return np.concatenate([p.astype(object) if t else p.astype(str).astype(object)
+                               for p, t in zip(parts, text, strict=True)])
+    return np.concatenate(parts)
 
 
 @contextlib.contextmanager
@@ -61,10 +111,14 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
     names: list[Any] = []
     errors: list[np.ndarray] = []
     layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
+    columns: dict[str, list[np.ndarray]] = {}
     for path in shard_files:
         with h5py.File(path, "r") as f:
             names.append(f["names"][()])
             errors.append(f["errors"][()])
+            for key, data in (f["columns"].items() if "columns" in f else ()):
+                value = data.asstr()[()] if data.dtype.kind == "O" else data[()]
+                columns.setdefault(key, []).append(np.asarray(value))
             for key in outputs:
                 if key in f:
                     layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
@@ -76,6 +130,10 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
             f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
             for key, parts in layouts.items():
                 _virtual(f, key, parts)
+            if columns:
+                group = f.create_group("columns")
+                for key, column_parts in columns.items():
+                    _write_column(group, key, _merge_columns(column_parts))
             for k, v in attrs.items():
                 f.attrs[k] = v
         os.replace(tmp, final)
@@ -117,7 +175,15 @@ class Result:
 
     @property
     def outputs(self) -> dict[str, h5py.Dataset]:
-        return {k: v for k, v in self.file.items() if k not in ("names", "errors")}
+        return {k: v for k, v in self.file.items() if k not in ("names", "errors", "columns")}
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """Carried metadata (``--keep-columns``), each row-aligned with ``names``."""
+        if "columns" not in self.file:
+            return {}
+        return {k: v.asstr()[()] if v.dtype.kind == "O" else v[()]
+                for k, v in self.file["columns"].items()}
 
     @property
     def errors(self) -> list[tuple[str, str, str]]:

@@ -1,0 +1,183 @@
+"""webdataset tar shards: samples are runs of members sharing a key; a sample's name is its key.
+
+Listing (driver): each tar's headers are walked without reading member data (``tarheaders``); a
+sample is recorded as the byte range from its first header to the end of its last member's data, so
+a loader reads a whole batch of a tar with one contiguous (range) read and splits it in memory.
+Keys must be unique across the job: a repeated key is a SpecError naming both tars.
+
+Opening (loader): the image is the member whose extension is ``image_key`` (or, by default, the
+first with an image extension); kept columns come from a member of that extension (``txt``, ``cls``)
+or from the sample's ``.json`` member. A tar cut short makes its missing samples error rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import SpecError
+from . import storage, tarheaders
+from .base import ItemRef, Kind, Listing, Opened
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pnm")
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``data/{000..009}.tar`` and ``{a,b}`` expanded as webdataset and img2dataset write them."""
+    m = _BRACE.search(pattern)
+    if not m:
+        return [pattern]
+    body = m.group(1)
+    if ".." in body:
+        lo, hi = body.split("..", 1)
+        if not (lo.isdigit() and hi.isdigit()):
+            raise SpecError(f"source {pattern}: a brace range must be numbers like {{000..099}}")
+        width = len(lo) if lo.startswith("0") else 0
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    head, tail = pattern[:m.start()], pattern[m.end():]
+    return [x for option in options for x in expand_braces(head + option + tail)]
+
+
+def _reader(location: str) -> tuple[Any, Any, int]:
+    """(read_at, closer, size) of a tar: pread on a local file, ranged reads on an object."""
+    if not storage.is_url(location):
+        fd = os.open(location, os.O_RDONLY)
+        return (lambda pos, n: os.pread(fd, n, pos)), (lambda: os.close(fd)), os.fstat(fd).st_size
+    f = storage.open_file(location)
+
+    def read_at(pos: int, n: int) -> bytes:
+        f.seek(pos)
+        return f.read(n)
+
+    return read_at, f.close, f.size
+
+
+def list_tar(location: str) -> tuple[list[str], list[int], list[int]]:
+    """(keys, starts, sizes) of the samples of one tar, from its headers only."""
+    try:
+        read_at, close, total = _reader(location)
+    except OSError as exc:
+        raise SpecError(f"tar {storage.redact(location)} cannot be read: "
+                        f"{exc.strerror or exc}") from None
+    keys: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    try:
+        for member in tarheaders.walk(read_at):
+            split = tarheaders.split_key(member.name)
+            if split is None:
+                continue
+            end = member.data + member.size
+            if keys and keys[-1] == split[0]:
+                ends[-1] = end
+            else:
+                keys.append(split[0])
+                starts.append(member.header)
+                ends.append(end)
+    finally:
+        close()
+    if ends and ends[-1] > total:
+        log.warning("tar %s is truncated: its last samples will be error rows",
+                    storage.redact(location))
+    return keys, starts, [e - s for s, e in zip(starts, ends, strict=True)]
+
+
+def list_tars(tars: Sequence[str], options: dict[str, Any]) -> Listing:
+    """Every sample of ``tars`` in tar order; SpecError on a repeated key or no samples."""
+    listing = Listing(names=[], kind=Kind.TAR, containers=[storage.redact(t) for t in tars],
+                      options={"image_key": options.get("image_key") or "",
+                               "keep": list(options.get("keep_columns") or ())})
+    seen: dict[str, int] = {}
+    for index, tar in enumerate(tars):
+        keys, starts, sizes = list_tar(tar)
+        for key in keys:
+            other = seen.get(key)
+            if other is not None:
+                where = (f"both {storage.redact(tars[other])} and {storage.redact(tar)}"
+                         if other != index else f"{storage.redact(tar)} twice")
+                raise SpecError(f"sample key {key!r} is in {where}: keys must be unique")
+            seen[key] = index
+        listing.names += [k.encode("utf-8", "surrogateescape") for k in keys]
+        listing.container += [index] * len(keys)
+        listing.start += starts
+        listing.size += sizes
+    if not listing.names:
+        raise SpecError(f"tar source {storage.redact(tars[0])} has no samples")
+    return listing
+
+
+def _column(members: dict[str, bytes], name: str) -> Any:
+    if name in members:
+        text = members[name].decode("utf-8", "replace").strip()
+        if name == "cls":
+            try:
+                return int(text)
+            except ValueError:
+                return text
+        return text
+    if "json" in members:
+        try:
+            value = json.loads(members["json"]).get(name)
+        except (ValueError, AttributeError):
+            return None
+        return value if value is None or isinstance(value, str | int | float | bool) else (
+            json.dumps(value))
+    return None
+
+
+def open_sample(buf: bytes | memoryview, expected: int, image_key: str,
+                keep: Iterable[str]) -> Opened:
+    """One sample's members from its bytes; ItemError if cut short or without an image."""
+    from ..transforms import ItemError
+
+    members: dict[str, bytes] = {}
+    for m in tarheaders.walk(lambda pos, n: bytes(buf[pos:pos + n]), end=len(buf)):
+        split = tarheaders.split_key(m.name)
+        if split is not None:
+            members[split[1].lower()] = bytes(buf[m.data:m.data + m.size])
+    if len(buf) < expected:
+        raise ItemError("read", f"truncated tar: sample has {len(buf)} of {expected} bytes")
+    if image_key:
+        if image_key not in members:
+            raise ItemError("read", f"sample has no .{image_key} member "
+                                    f"(has {', '.join(sorted(members)) or 'none'})")
+        data = members[image_key]
+    else:
+        found = [e for e in members if e.rsplit(".", 1)[-1] in IMAGE_EXTS]
+        if not found:
+            raise ItemError("read", "sample has no image member "
+                                    f"(has {', '.join(sorted(members)) or 'none'})")
+        data = members[found[0]]
+    return Opened(data, {c: _column(members, c) for c in keep})
+
+
+def open_tar_run(refs: Sequence[ItemRef], options: dict[str, Any]) -> list[Any]:
+    """Samples of one tar, read with a single range read covering all of them."""
+    from ..transforms import ItemError
+
+    lo = min(r.start for r in refs)
+    hi = max(r.start + r.size for r in refs)
+    location = str(refs[0].location)
+    try:
+        buf = memoryview(storage.read_range(location, lo, hi))
+    except OSError as exc:
+        error = ItemError("read", f"{storage.redact(location)}: "
+                                  f"{exc.strerror or type(exc).__name__}")
+        return [error] * len(refs)
+    out: list[Any] = []
+    for r in refs:
+        try:
+            out.append(open_sample(buf[r.start - lo:r.start - lo + r.size], r.size,
+                                   options.get("image_key", ""), options.get("keep", ())))
+        except ItemError as exc:
+            out.append(exc)
+    return out
