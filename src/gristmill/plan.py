@@ -2,7 +2,9 @@
 
 A shard is the unit of work, of commit and of resume: shard ``k`` always covers inputs
 ``[k * shard_size, (k + 1) * shard_size)`` of the job's frozen input list, so its id names the same
-inputs in every run and on every engine.
+inputs in every run and on every engine. A list grown by ``--append`` or ``--retry-errors`` is cut
+segment by segment (``plan_segments``): the shards of the earlier segments keep their ids and
+ranges, the new segment's shards take the next ids.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ class Shard:
     id: int
     start: int
     stop: int
+    retry: bool = False  # its inputs are earlier error rows, named again (--retry-errors)
 
     @property
     def name(self) -> str:
@@ -34,3 +37,14 @@ def batches(shard: Shard, batch_size: int) -> list[tuple[int, int]]:
     """The shard's batches as absolute [start, stop) input ranges, in order."""
     return [(s, min(s + batch_size, shard.stop))
             for s in range(shard.start, shard.stop, batch_size)]
+
+
+def plan_segments(segments: list[tuple[int, str]], n_items: int, shard_size: int) -> list[Shard]:
+    """Shards of each segment ``(start, kind)`` of a list of ``n_items`` (a segment ends where the
+    next starts; segments starting at or past ``n_items`` are ignored), ids running on."""
+    starts = [(s, kind) for s, kind in segments if s < n_items] or [(0, "list")]
+    shards: list[Shard] = []
+    for (start, kind), (stop, _) in zip(starts, [*starts[1:], (n_items, "")], strict=True):
+        for at in range(start, stop, shard_size):
+            shards.append(Shard(len(shards), at, min(at + shard_size, stop), kind == "retry"))
+    return shards

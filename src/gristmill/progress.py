@@ -33,6 +33,7 @@ class Report:
         "load": 0.0, "model": 0.0, "write": 0.0})
     workers: list[dict[str, Any]] = field(default_factory=list)
     resumed: bool = False
+    view: str = "features.h5"  # what users open, relative to ``out`` (it depends on the format)
 
     @property
     def throughput(self) -> float:
@@ -57,7 +58,7 @@ class Report:
             "  workers: " + ", ".join(
                 f"{w['device']} x{w['threads']} threads + {w['loaders']} loaders"
                 for w in self.workers),
-            f"  output: {self.out}/features.h5",
+            f"  output: {self.out}/{self.view}",
         ]
         for shard, reason in sorted(self.shards_failed.items())[:5]:
             lines.append(f"  FAILED shard-{shard:06d}: {reason}")

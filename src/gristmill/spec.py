@@ -21,6 +21,7 @@ ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
 Precision = Literal["fp32", "fp16", "bf16"]
+OutputFormat = Literal["hdf5", "parquet", "npy"]
 
 SPEC_VERSION = 1
 _RAY_ADDRESS = re.compile(r"auto|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+")
@@ -136,6 +137,9 @@ class JobSpec:
     ray_address: str | None = None
     progress: bool = True
     precision: Precision = "fp32"
+    format: OutputFormat = "hdf5"
+    append: bool = False  # list the sources again; only inputs not yet in OUT get new shards
+    retry_errors: bool = False  # compute again the inputs whose error rows still stand
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -165,6 +169,28 @@ class JobSpec:
             raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
+        self._check_output()
+
+    def _check_output(self) -> None:
+        from .store import is_remote
+
+        if self.format not in ("hdf5", "parquet", "npy"):
+            raise SpecError(f"--format must be hdf5, parquet or npy, got {self.format!r}")
+        if self.overwrite and (self.append or self.retry_errors):
+            raise SpecError("--overwrite starts over; it cannot be combined with --append or "
+                            "--retry-errors")
+        if is_remote(self.out):
+            if self.format == "hdf5":
+                raise SpecError(f"-o {self.out}: HDF5 output needs a local folder; use "
+                                "--format parquet or --format npy for object storage")
+            if self.engine == "ray":
+                raise SpecError(f"-o {self.out}: object storage output runs on --engine local")
+        if self.format == "npy":
+            reserved = {"metadata", "shards", "parquet", "errors", ".cache"}
+            bad = [o for o in self.outputs if o in reserved or "/" in o]
+            if bad:
+                raise SpecError(f"--format npy stores each output in a folder of its name; "
+                                f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files.
@@ -173,6 +199,8 @@ class JobSpec:
         """
         # precision changes the numbers; fp32 is left out so existing jobs keep their identity
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        if self.format != "hdf5":  # likewise: existing HDF5 jobs keep their identity
+            extra["format"] = self.format
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             "model": dataclasses.asdict(self.model) | {"trusted_pickle": None},

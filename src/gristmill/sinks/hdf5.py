@@ -7,8 +7,10 @@ commits it.
 
 ``features.h5`` has the same dataset names: each output is an HDF5 virtual dataset whose rows map
 onto the shard files in input order (no feature is copied; source paths are relative, so OUT can be
-moved), ``names`` and ``errors`` are copied (small). It is rebuilt at the end of every run under a
-temporary name and renamed, so a reader never sees a half-written view.
+moved), ``names`` and ``errors`` are copied (small); an input that a later shard names again (a
+``--retry-errors`` shard) loses its earlier error row. Carried columns (``columns/<name>``) are
+copied too. It is rebuilt at the end of every run under a temporary name and renamed, so a reader
+never sees a half-written view. HDF5 needs a POSIX folder: on object storage use parquet or npy.
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
+from .. import ledger
+from ..store import Store
+from .base import current_errors
+
 STR = h5py.string_dtype("utf-8")
 ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 
 
 def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
-                errors: Sequence[tuple[str, str, str]]) -> None:
+                errors: Sequence[tuple[str, str, str]],
+                columns: dict[str, list[Any]] | None = None) -> None:
     """Write one shard file (no commit: see ``ledger.commit_shard``); OSError if the disk fails."""
     with _in_memory(path) as f:
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
@@ -36,6 +43,20 @@ def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
             f.create_dataset(key, data=value)
         f.create_dataset("errors", data=np.array(list(errors), dtype=ERROR_DTYPE),
                          dtype=ERROR_DTYPE, maxshape=(None,))
+        for key, values in (columns or {}).items():
+            f.create_dataset(f"columns/{key}", data=_column(values))
+
+
+def _column(values: Sequence[Any]) -> np.ndarray:
+    """Carried values as one HDF5 dataset: numbers stay numbers (None: NaN), the rest text."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+        return np.array(values, dtype=bool)
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else v for v in values],
+                        dtype="f8" if any(isinstance(v, float) for v in present)
+                        or len(present) < len(values) else "i8")
+    return np.array(["" if v is None else str(v) for v in values], dtype=object).astype(STR)
 
 
 @contextlib.contextmanager
@@ -59,23 +80,32 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
     final = os.path.join(out, "features.h5")
     tmp = f"{final}.{os.getpid()}.tmp"
     names: list[Any] = []
-    errors: list[np.ndarray] = []
+    per_shard: list[tuple[list[str], list[tuple[str, str, str]]]] = []
+    columns: dict[str, list[np.ndarray]] = {}
     layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
     for path in shard_files:
         with h5py.File(path, "r") as f:
             names.append(f["names"][()])
-            errors.append(f["errors"][()])
+            per_shard.append(([_text(n) for n in names[-1]],
+                              [tuple(_text(x) for x in row) for row in f["errors"][()]]))
+            carried = f.get("columns", {})
+            for key in carried:
+                columns.setdefault(key, []).append(carried[key][()])
             for key in outputs:
                 if key in f:
                     layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
     all_names = np.concatenate(names) if names else np.array([], dtype=object)
+    standing = current_errors(per_shard)
     try:
         with _in_memory(tmp) as f:
             f.create_dataset("names", data=all_names, dtype=STR)
-            merged = np.concatenate(errors) if errors else np.array([], dtype=ERROR_DTYPE)
-            f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
+            f.create_dataset("errors", data=np.array(standing, dtype=ERROR_DTYPE),
+                             dtype=ERROR_DTYPE)
             for key, parts in layouts.items():
                 _virtual(f, key, parts)
+            for key, values in columns.items():
+                if sum(len(v) for v in values) == len(all_names):  # else some shard lacks it
+                    f.create_dataset(f"columns/{key}", data=np.concatenate(values))
             for k, v in attrs.items():
                 f.attrs[k] = v
         os.replace(tmp, final)
@@ -117,7 +147,16 @@ class Result:
 
     @property
     def outputs(self) -> dict[str, h5py.Dataset]:
-        return {k: v for k, v in self.file.items() if k not in ("names", "errors")}
+        return {k: v for k, v in self.file.items() if k not in ("names", "errors", "columns")}
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        group = self.file.get("columns", {})
+        return {k: [_text(v) for v in group[k][()].tolist()] for k in group}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.file.attrs.get("complete", False))
 
     @property
     def errors(self) -> list[tuple[str, str, str]]:
@@ -135,6 +174,34 @@ class Result:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Hdf5Sink:
+    """The ``hdf5`` format: ``shards/shard-N.h5`` and the ``features.h5`` view."""
+
+    format = "hdf5"
+
+    def folders(self, outputs: Sequence[str]) -> list[str]:
+        return ["shards"]
+
+    def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
+              errors: Sequence[tuple[str, str, str]],
+              columns: dict[str, list[Any]]) -> dict[str, Callable[[str], None]]:
+        return {f"shards/{shard_name}.h5":
+                lambda path: write_shard(path, names, outputs, errors, columns)}
+
+    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
+                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
+        files = [store.path(rel) for name, marker in shards
+                 for rel in ledger.shard_files(marker, name)]
+        return build_view(store.root, files, outputs, attrs)
+
+    def open(self, out: str) -> Result:
+        return open_view(out)
 
 
 def open_view(out: str) -> Result:
