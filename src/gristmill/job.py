@@ -25,7 +25,7 @@ from .plan import Shard, plan_segments
 from .sinks.base import get_sink
 from .sources import InputList, list_inputs
 from .spec import JobSpec
-from .store import Store
+from .store import Store, is_remote
 from .tuning import calibrate, choose_budget, release_memory
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None) -> tuple[JobS
         model = dataclasses.replace(model, ref=os.path.abspath(model.ref))
     resolved = dataclasses.replace(spec, outputs=outputs, preprocess=preprocess,
                                    batch_size=batch, model=model,
-                                   out=os.path.abspath(spec.out))
+                                   out=spec.out if is_remote(spec.out)
+                                   else os.path.abspath(spec.out))
     return resolved, devices
 
 

@@ -71,7 +71,9 @@ class Store:
         if self._fs is None:  # imported only for object storage: a local job needs no fsspec
             import fsspec
 
-            self._fs = fsspec.core.url_to_fs(self.root)[0]
+            # no listing cache: another process publishes shards while this one reads OUT
+            self._fs = fsspec.core.url_to_fs(self.root, skip_instance_cache=True,
+                                             use_listings_cache=False)[0]
         return self._fs
 
     def path(self, rel: str) -> str:

@@ -51,9 +51,8 @@ def write_parquet(path: str, table: Any) -> None:
 def read_parquet(store: Store, rel: str) -> Any:
     import pyarrow.parquet as pq
 
-    if store.remote:
-        with store.fs.open(store.path(rel), "rb") as f:
-            return pq.read_table(f)
+    if store.remote:  # one GET of a small file
+        return pq.read_table(io.BytesIO(store.read(rel)))
     return pq.read_table(store.path(rel))
 
 
