@@ -10,9 +10,9 @@ Data flow::
 
 Storage: every node must see OUT at the same path (a shared filesystem: NFS, Lustre, a FUSE mount
 of a bucket). Actors commit shards with the ledger's temp -> fsync -> rename -> marker protocol, so
-a shard computed twice (a retry after a lost node) is committed once. Object stores such as
-``s3://`` are the extension point: the ledger and the HDF5 sink would go through ``fsspec`` (write
-the shard locally, upload, then put the marker last); until then, mount the bucket.
+a shard computed twice (a retry after a lost node) is committed once. An ``s3://`` OUT (shards
+uploaded whole, then their marker: ``store.py``) runs on the local engine only; for a Ray job,
+mount the bucket.
 
 Scheduling: the driver keeps at most ``PREFETCH`` shards in flight per ready actor (so a slow actor
 never holds work an idle one could take) and one long ``poll`` call outstanding per actor; it
