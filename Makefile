@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) sh -c \
 	  'apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }'; } || \
 	  echo "chromium could not be installed: the report browser test will be skipped"
+	# readers of the npy output; their metadata pins numpy<2 and pandas<3, which they do not need
+	$(PIP) --no-deps embedding-reader==1.8.1 autofaiss==2.18.0 fire==0.7.1 termcolor==3.3.0
 	touch $@
 
 demo: setup

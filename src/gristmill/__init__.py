@@ -3,7 +3,7 @@
 Public API (imports are lazy: ``import gristmill`` loads no framework)::
 
     gristmill.run(sources, out, model=..., outputs=..., **options) -> Report
-    gristmill.open(out) -> Result            # names, outputs, errors of OUT/features.h5
+    gristmill.open(out) -> Result            # names, outputs, errors, columns of OUT (any format)
     gristmill.Loader(sources, batch_size=...) # training batches: augmented, DDP-sharded, resumable
     gristmill.Augment(size=(224, 224))        # random resized crop + flip, in the loader processes
     gristmill.JobSpec, ModelSpec, Preprocess # the typed job description

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,10 +25,14 @@ from .engines.base import Backend
 from .errors import JobFailed, SpecError
 from .job import prepare
 from .progress import Report, Tracker
-from .sinks.hdf5 import Result, build_view, open_view
+from .sinks.base import Result, committed_markers, get_sink
 from .spec import JobSpec, ModelSpec, Preprocess
+from .store import Store
 
 log = logging.getLogger(__name__)
+
+VIEWS = {"parquet": "parquet/*.parquet (errors.parquet)",
+         "npy": "<output>/*.npy + metadata/*.parquet (errors.parquet)"}
 
 
 def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
@@ -89,22 +94,26 @@ def _execute(spec: JobSpec, backend: Backend, command: str | None,
     try:
         return _run(spec, job, backend, command or runlog.api_command(), lock)
     finally:
-        write_report_quietly(spec.out)
+        if not Store(spec.out).remote:  # the run log and report live in a local OUT only
+            write_report_quietly(spec.out)
 
 
 def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
          lock: dict[str, Any]) -> Report:
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
-                    shards_skipped=len(job.done), resumed=job.resumed)
+                    shards_skipped=len(job.done), resumed=job.resumed,
+                    view=VIEWS.get(spec.format, ledger.VIEW_FILE))
     now = time.time()
     run_id = runlog.new_run_id(now)
-    sinks: list[Any] = [runlog.RunLog(spec.out, run_id)]
+    local = not Store(spec.out).remote
+    sinks: list[Any] = [runlog.RunLog(spec.out, run_id)] if local else []
     if spec.progress_jsonl:
         sinks.append(runlog.JsonlStream(spec.progress_jsonl))
     pending = sum(len(s) for s in job.pending)
     status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
               "items": len(job.inputs), "items_pending": pending, "shards": len(job.shards)}
-    tracker = Tracker(report, pending, spec.progress, sinks=sinks, status=status)
+    tracker = Tracker(report, pending, spec.progress, sinks=sinks,
+                      status=status if local else None)
     tracker.begin(runlog.start_event(spec, job, run_id, command, now))
     from .engines.local import raise_on_sigterm
 
@@ -127,11 +136,14 @@ def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
         # every worker is stopped now: a temp file left is from one killed mid-write (its shard
         # was committed by a retry, or will be by the next run), never part of the output
         with contextlib.suppress(OSError):
-            ledger.remove_stale_temps(spec.out)
+            ledger.remove_stale_temps(spec.out, get_sink(spec.format).folders(spec.outputs))
+        if Store(spec.out).remote:  # the local copies the workers read
+            shutil.rmtree(job.cache_dir, ignore_errors=True)
     try:
         refresh_view(spec, job.shards)
     except OSError as exc:  # a full or read-only disk: committed shards stay, a rerun rebuilds it
-        raise JobFailed(f"cannot write {os.path.join(spec.out, ledger.VIEW_FILE)}: "
+        view = ledger.VIEW_FILE if spec.format == "hdf5" else "errors.parquet"
+        raise JobFailed(f"cannot write {Store(spec.out).path(view)}: "
                         f"{exc.strerror or exc}; committed shards are kept, rerun to resume",
                         report) from None
     if report.shards_failed:
@@ -153,15 +165,29 @@ def write_report_quietly(out: str) -> None:
 
 
 def refresh_view(spec: JobSpec, shards: Sequence[Any]) -> str:
-    """Rebuild ``features.h5`` over every committed shard, in input order."""
-    files = [ledger.shard_path(spec.out, s) for s in shards
-             if os.path.exists(ledger.marker_path(spec.out, s))]
-    return build_view(spec.out, files, spec.outputs,
-                      {"complete": len(files) == len(shards), "shards": len(shards),
-                       "committed_shards": len(files), "model": spec.model.ref})
+    """Rebuild the format's view (``features.h5`` or ``errors.parquet``) over every committed
+    shard of the plan, in id order."""
+    store = Store(spec.out)
+    planned = {s.name for s in shards}
+    found = [(name, marker) for name, marker in committed_markers(store) if name in planned]
+    if not store.remote:  # as the resume: a marker whose files are gone is no shard
+        found = [(n, m) for n, m in found
+                 if all(os.path.exists(store.path(f)) for f in ledger.shard_files(m, n))]
+    attrs = {"complete": len(found) == len(shards), "shards": len(shards),
+             "committed_shards": len(found), "model": spec.model.ref}
+    return get_sink(spec.format).refresh_view(store, found, spec.outputs, attrs)
 
 
 def open(out: str) -> Result:
-    """Open a job's ``features.h5``: ``.names``, ``["output"]`` datasets, ``.errors``,
-    ``.columns``."""
-    return open_view(out)
+    """Open a job's output in any format: ``.names``, ``["output"]``, ``.errors``, ``.columns``.
+
+    HDF5 outputs are read lazily from ``features.h5`` (h5py datasets; close the result);
+    Parquet and npy outputs are read from their committed shards into numpy arrays.
+    """
+    if out.endswith(".h5"):
+        return get_sink("hdf5").open(out)
+    job = ledger.read_job(out)
+    if job is None and not Store(out).exists(ledger.VIEW_FILE):
+        raise SpecError(f"{out} holds no gristmill output (no {ledger.JOB_FILE})")
+    fmt = ((job or {}).get("spec") or {}).get("format", "hdf5")
+    return get_sink(fmt).open(out)

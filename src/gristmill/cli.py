@@ -80,7 +80,8 @@ def _progress(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gristmill", description="Run a model over many images into HDF5.")
+    parser = _Parser(prog="gristmill",
+                     description="Run a model over many images into HDF5, Parquet or npy.")
     _logging_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a model over SOURCE... into OUT (resumes if rerun)")
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     report = sub.add_parser("report", help="rebuild OUT/report.html from OUT")
     report.add_argument("out")
-    inspect = sub.add_parser("inspect", help="describe OUT/features.h5")
+    inspect = sub.add_parser("inspect", help="describe OUT (any format)")
     inspect.add_argument("out")
     return parser
 
@@ -107,7 +108,9 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                           "webdataset tars ('data/{00000..00099}.tar'), Parquet tables; "
                           "local or s3:// gs:// az:// URLs")
     run.add_argument("-o", "--out", required=out_required,
-                     help="output folder (features.h5 + shards)")
+                     help="output folder, or s3://bucket/prefix (with --format parquet or npy)")
+    run.add_argument("--format", choices=["hdf5", "parquet", "npy"], default="hdf5",
+                     help="hdf5: features.h5 view; parquet: one table; npy: arrays + metadata")
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
                      "package.module:factory or package.module:Class (callable class)")
@@ -126,6 +129,10 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("--normalize", action="store_true",
                      help="store embeddings (image_embeds, text_embeds) as unit vectors")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
+    run.add_argument("--append", action="store_true",
+                     help="list the sources again; only inputs new to OUT get new shards")
+    run.add_argument("--retry-errors", action="store_true",
+                     help="compute again the inputs recorded in errors (their rows are replaced)")
     pre = run.add_argument_group("preprocessing (default: the model's preset)")
     pre.add_argument("--resize", type=_size, help="shorter side N, or exact HxW")
     pre.add_argument("--crop", type=_hw, help="centre crop HxW (or N)")
@@ -206,8 +213,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
                               resample=args.resample),
         batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
-        precision=args.precision,
-        overwrite=args.overwrite, max_attempts=args.max_attempts,
+        precision=args.precision, format=args.format, append=args.append,
+        retry_errors=args.retry_errors, overwrite=args.overwrite, max_attempts=args.max_attempts,
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
         image_key=args.image_key, image_column=args.image_column, path_column=args.path_column,
@@ -221,14 +228,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 def _inspect(out: str) -> int:
     from .api import open as open_result
+    from .ledger import read_job
 
+    fmt = ((read_job(out) or {}).get("spec") or {}).get("format", "hdf5")
     with open_result(out) as result:
-        print(f"{out}: {len(result.names)} items, {len(result.errors)} errors, "
-              f"complete={bool(result.file.attrs.get('complete', False))}")
+        print(f"{out}: {fmt}, {len(result.names)} items, {len(result.errors)} errors, "
+              f"complete={result.complete}")
         for name, data in result.outputs.items():
             print(f"  {name}: {data.shape} {data.dtype}")
         for name, values in result.columns.items():
-            print(f"  columns/{name}: {values.shape} {values.dtype}")
+            print(f"  column {name}: {len(values)} values")
     return 0
 
 

@@ -1,8 +1,9 @@
 """Preparing a job: everything checked and decided before any process starts.
 
 ``prepare(spec)`` validates the spec, resolves the model (preset, outputs), the devices and the
-per-worker budgets, lists the sources (or reloads the frozen list of a job being resumed), plans the
-shards and reads the ledger. Every problem a user can cause raises ``SpecError`` with one line, so
+per-worker budgets, lists the sources (or reloads the frozen list of a job being resumed, growing it
+for ``--append`` and ``--retry-errors``: see ``increment.py``), plans the shards and reads the
+ledger. Every problem a user can cause raises ``SpecError`` with one line, so
 the CLI can exit 2 before a single worker is spawned.
 """
 
@@ -12,21 +13,25 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import ledger, models
+from . import increment, ledger, models
 from .engines.runner import WorkerPlan
 from .errors import SpecError
-from .plan import Shard, plan
+from .plan import Shard, plan_segments
+from .sinks.base import get_sink
 from .sources import InputList, list_inputs, storage
 from .spec import JobSpec
+from .store import Store, is_remote
 from .tuning import calibrate, choose_budget, release_memory
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"  # OUT/.cache: files the workers of this run share (weights to mmap)
+# (OUT on object storage: a local temporary folder instead, removed after the run)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class PreparedJob:
     done: dict[int, dict[str, Any]]
     workers: list[WorkerPlan]
     resumed: bool
+    inputs_path: str = ""  # a local copy of OUT/inputs.npz that the workers load
+    cache_dir: str = ""  # local folder for files the workers share
 
     @property
     def pending(self) -> list[Shard]:
@@ -141,7 +148,8 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
         model = dataclasses.replace(model, ref=os.path.abspath(model.ref))
     resolved = dataclasses.replace(spec, outputs=outputs, preprocess=preprocess,
                                    batch_size=batch, model=model,
-                                   out=os.path.abspath(spec.out))
+                                   out=spec.out if is_remote(spec.out)
+                                   else os.path.abspath(spec.out))
     return resolved, devices
 
 
@@ -164,25 +172,32 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     spec, devices = resolve(spec, cache, devices=devices)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = job_identity(spec)
-    inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)
+    store = Store(spec.out)
+    folders = get_sink(spec.format).folders(spec.outputs)
     resumed = ledger.check_out(spec.out, identity, spec.overwrite)
-    if resumed and os.path.exists(inputs_path):
-        inputs = InputList.load(inputs_path)  # a resume never walks a million files again
-    else:
-        inputs = list_inputs(spec.sources, spec.source_options())
-    ledger.init_out(spec.out, job_json, overwrite=spec.overwrite)
-    if not os.path.exists(inputs_path):
-        inputs.save(inputs_path)
-    ledger.remove_stale_temps(spec.out)
-    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
+    frozen = resumed and store.exists(ledger.INPUTS_FILE)
+    listed = list_inputs(spec.sources, spec.source_options()) if spec.append or not frozen else None
+    ledger.init_out(spec.out, job_json, overwrite=spec.overwrite, folders=folders)
+    cache_dir = (tempfile.mkdtemp(prefix="gristmill-cache-") if store.remote
+                 else os.path.join(spec.out, CACHE_DIR))
+    inputs, segments, inputs_path = _inputs(store, frozen, listed, cache_dir)
+    ledger.remove_stale_temps(spec.out, folders)
+    shards = plan_segments(segments, len(inputs), spec.shard_size, inputs.breaks())
     spec_hash = spec.identity_hash()
     done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
+    if spec.retry_errors:
+        retry = increment.errors_to_retry(store, inputs, shards, done)
+        if retry:
+            inputs, segments, inputs_path = increment.grow(store, inputs, segments, "retry",
+                                                           inputs, retry, cache_dir)
+            shards = plan_segments(segments, len(inputs), spec.shard_size, inputs.breaks())
+            done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop),
+                                    spec_hash)
     shared = None
     if len(done) < len(shards) and devices[0] == "cpu":
-        shared = models.share_weights(spec.model, os.path.join(spec.out, CACHE_DIR), cache,
-                                      spec.outputs)
+        shared = models.share_weights(spec.model, cache_dir, cache, spec.outputs)
     if len(done) < len(shards) and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
@@ -191,4 +206,22 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
     release_memory()  # the driver's model copies are garbage now; hand the pages back
-    return PreparedJob(spec, inputs, shards, done, workers, resumed)
+    return PreparedJob(spec, inputs, shards, done, workers, resumed, inputs_path, cache_dir)
+
+
+def _inputs(store: Store, frozen: bool, listed: InputList | None,
+            cache_dir: str) -> tuple[InputList, list[increment.Segment], str]:
+    """The job's input list, its segments and a local path to it: the frozen list of a job being
+    resumed (grown by what ``--append`` listed anew), else the fresh listing, frozen now."""
+    if not frozen:
+        assert listed is not None
+        store.remove(ledger.SEGMENTS_FILE)  # one segment: an old job's file would misplace it
+        return listed, [(0, "list")], increment.save_inputs(store, listed, cache_dir)
+    inputs, path = increment.load_inputs(store, cache_dir)  # never walks a million files again
+    segments = increment.load_segments(store)
+    if listed is not None:
+        new = increment.new_inputs(inputs, listed)
+        if new:
+            return increment.grow(store, inputs, segments, "append", listed, new, cache_dir)
+        log.info("--append: no input is new")
+    return inputs, segments, path

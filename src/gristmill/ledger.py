@@ -1,20 +1,25 @@
-"""The ledger: what is in OUT, what is committed, and the commit protocol.
+"""The ledger: what is in OUT, what is committed, and the commit protocol (every output format).
 
-Layout of OUT::
+Layout of OUT (a folder, or a prefix on object storage: see ``store.py``)::
 
     job.json              the resolved job spec (a rerun with another identity is refused)
-    inputs.npz            the frozen input list of the job (resume never walks the source again)
-    shards/shard-N.h5     one shard's names, outputs and errors
-    shards/shard-N.json   its marker, written last: counts, input hash, spec hash
-    features.h5           the one file users open: a view over all committed shards
+    inputs.npz            the frozen input list of the job (resume never walks the source again);
+                          append-only: ``--append`` and ``--retry-errors`` add segments at its end
+    segments.json         where each segment of the list starts and why it was added (absent: one)
+    shards/shard-N.json   shard N's marker, written last: its files, counts, error rows, input hash,
+                          spec hash
+    ...                   the shard's files, named by the format's sink (``sinks/``): for hdf5
+                          ``shards/shard-N.h5``; for parquet ``parquet/shard-N.parquet``; for npy
+                          ``<output>/shard-N.npy`` and ``metadata/shard-N.parquet``
+    features.h5 | errors.parquet   the format's view over every committed shard
     lock                  who runs the job now: {"host", "pid", "started"} (see ``lock_out``)
 
-Commit protocol (runs in the worker that computed the shard): write the shard to a temporary name,
-fsync, rename to its final name, fsync the folder, then write the marker the same way. A shard
-exists for every reader only once its marker does, so a crash at any point leaves either nothing or
-a whole shard; a shard computed twice (a retry after a kill) is committed once, because a second
-attempt that finds the marker discards its file. Resume reads the markers only: its cost grows with
-the number of shards, not of items.
+Commit protocol (runs in the worker that computed the shard): each file of the shard is published
+whole (folder: temporary name, fsync, rename, fsync the folder; object store: the final object
+uploaded in one PUT), then the marker the same way. A shard exists for every reader only once its
+marker does, so a crash at any point leaves either nothing or a whole shard; a shard computed twice
+(a retry after a kill) is committed once, because a second attempt that finds the marker discards
+its files. Resume reads the markers only: its cost grows with the number of shards, not of items.
 
 One driver per OUT: a run holds an exclusive ``flock`` on ``OUT/lock`` from before its first
 process starts until ``features.h5`` is built (``lock_out``); a second run is refused with the
@@ -22,7 +27,8 @@ holder's host, pid and start time. The kernel drops the lock with its holder, ho
 (SIGKILL, OOM, power loss), so a dead driver never blocks the next run. On a filesystem without
 working ``flock`` (some FUSE and SMB mounts) the lock cannot be taken: the run goes on with one
 warning and nothing stops two drivers (they would compute the same shards; the commit protocol
-still commits each once). NFS v4 (and v3 with lockd) locks are shared by every client.
+still commits each once). NFS v4 (and v3 with lockd) locks are shared by every client. OUT on
+object storage has no lock at all: one driver per prefix is the user's to keep.
 """
 
 from __future__ import annotations
@@ -40,15 +46,20 @@ from typing import Any
 
 from .errors import SpecError
 from .plan import Shard
+from .store import Store, fsync_dir, temp_name, write_atomic
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Store", "fsync_dir", "temp_name", "write_atomic"]
+
 JOB_FILE = "job.json"
 INPUTS_FILE = "inputs.npz"
+SEGMENTS_FILE = "segments.json"
 SHARDS_DIR = "shards"
 VIEW_FILE = "features.h5"
 LOCK_FILE = "lock"
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # flock not supported
+VIEW_FILES = (VIEW_FILE, "errors.parquet")
 
 
 def shard_path(out: str, shard: Shard) -> str:
@@ -59,61 +70,42 @@ def marker_path(out: str, shard: Shard) -> str:
     return os.path.join(out, SHARDS_DIR, shard.name + ".json")
 
 
-def temp_name(path: str) -> str:
-    """A temporary name beside ``path``, unique across the hosts of a cluster sharing OUT."""
-    return f"{path}.{socket.gethostname()}-{os.getpid()}.tmp"
+def marker_name(shard: Shard) -> str:
+    return f"{SHARDS_DIR}/{shard.name}.json"
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
+def shard_files(marker: dict[str, Any], shard_name: str) -> list[str]:
+    """The files a committed shard consists of (markers older than ``files`` are HDF5 shards)."""
+    return list(marker.get("files", [f"{SHARDS_DIR}/{shard_name}.h5"]))
 
 
 def commit_shard(out: str, shard: Shard, write: Callable[[str], None],
                  marker: dict[str, Any]) -> bool:
-    """Write a shard with ``write(tmp_path)`` and commit it; False if it was already committed."""
-    final, mark = shard_path(out, shard), marker_path(out, shard)
-    if os.path.exists(mark):
+    """Write a one-file HDF5 shard with ``write(tmp_path)`` and commit it; False if already done."""
+    return commit_parts(Store(out), shard, {f"{SHARDS_DIR}/{shard.name}.h5": write}, marker)
+
+
+def commit_parts(store: Store, shard: Shard, parts: dict[str, Callable[[str], None]],
+                 marker: dict[str, Any]) -> bool:
+    """Publish each file ``rel -> write(local_path)`` of a shard, then its marker, last.
+
+    False (nothing more written) when the shard was already committed, before or meanwhile.
+    """
+    mark = marker_name(shard)
+    if store.exists(mark):
         return False
-    tmp = temp_name(final)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if os.path.exists(mark):
+    for rel, write in parts.items():
+        store.makedirs(os.path.dirname(rel))
+        if not store.publish(rel, write, abort=lambda: store.exists(mark)):
             return False
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    fsync_dir(os.path.dirname(final))
-    write_atomic(mark, json.dumps(marker, sort_keys=True).encode())
+    store.put_bytes(mark, json.dumps(marker, sort_keys=True).encode())
     return True
 
 
-def read_marker(out: str, shard: Shard) -> dict[str, Any] | None:
+def read_marker(out: str | Store, shard: Shard) -> dict[str, Any] | None:
+    store = out if isinstance(out, Store) else Store(out)
     try:
-        with open(marker_path(out, shard), "rb") as f:
-            return json.loads(f.read())
+        return json.loads(store.read(marker_name(shard)))
     except (OSError, ValueError):
         return None
 
@@ -122,20 +114,23 @@ def committed(out: str, shards: Iterable[Shard], digest: Callable[[Shard], str],
               spec_hash: str) -> dict[int, dict[str, Any]]:
     """Markers of the shards already committed for this job, by shard id.
 
-    A marker whose input hash or spec hash disagrees with the plan is ignored (and its shard
-    recomputed): it belongs to a different job that the job-identity check did not catch.
+    One listing of ``shards/``, then one read per marker present. A marker whose input hash or
+    spec hash disagrees with the plan is ignored (and its shard recomputed): it belongs to a
+    different job that the job-identity check did not catch.
     """
-    folder = os.path.join(out, SHARDS_DIR)
-    try:
-        present = {name for name in os.listdir(folder) if name.endswith(".json")}
-    except FileNotFoundError:
-        return {}
+    store = Store(out)
+    present = {name for name in store.listdir(SHARDS_DIR) if name.endswith(".json")}
     found = {}
     for shard in shards:
         if shard.name + ".json" not in present:
             continue
-        marker = read_marker(out, shard)
-        if marker is None or not os.path.exists(shard_path(out, shard)):
+        marker = read_marker(store, shard)
+        if marker is None:
+            continue
+        # on a folder, a marker whose files were removed by hand is not a shard; an object
+        # store is trusted (its marker was put after its files), saving a request per file
+        if not store.remote and not all(
+                os.path.exists(store.path(f)) for f in shard_files(marker, shard.name)):
             continue
         if marker.get("inputs") != digest(shard) or marker.get("spec") != spec_hash:
             log.warning("%s: marker does not match this job; recomputing it", shard.name)
@@ -144,68 +139,101 @@ def committed(out: str, shards: Iterable[Shard], digest: Callable[[Shard], str],
     return found
 
 
+def read_job(out: str) -> dict[str, Any] | None:
+    """OUT's ``job.json`` (None when absent or unreadable)."""
+    try:
+        data = json.loads(Store(out).read(JOB_FILE))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_out(out: str, identity: dict[str, Any], overwrite: bool) -> bool:
     """Can this job use OUT? True when OUT already holds this very job (a resume).
 
     Changes nothing. Refuses (SpecError) an OUT that holds another job unless ``overwrite``, and
-    an OUT that cannot be created or written.
+    a folder that cannot be created or written.
     """
-    existing = out
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or "."
-    if not os.path.isdir(existing):
-        raise SpecError(f"output folder {out}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError(f"output folder {out} is not writable")
-    job_file = os.path.join(out, JOB_FILE)
-    if os.path.exists(job_file):
-        try:
-            with open(job_file) as f:
-                same = json.load(f).get("identity") == identity
-        except (OSError, ValueError, AttributeError):
-            same = False
+    store = Store(out)
+    if not store.remote:
+        existing = out
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing) or "."
+        if not os.path.isdir(existing):
+            raise SpecError(f"output folder {out}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SpecError(f"output folder {out} is not writable")
+    try:
+        has_job = store.exists(JOB_FILE)
+    except OSError as exc:
+        raise SpecError(f"output {out} cannot be reached: {exc}") from None
+    if has_job:
+        job = read_job(out)
+        same = job is not None and job.get("identity") == identity
         if not same and not overwrite:
             raise SpecError(
-                f"output folder {out} holds a different job (see {job_file}); "
+                f"output folder {out} holds a different job (see {store.path(JOB_FILE)}); "
                 "use --overwrite to replace it or choose another -o folder")
         return same and not overwrite
-    shards = os.path.join(out, SHARDS_DIR)
-    if os.path.isdir(shards) and os.listdir(shards) and not overwrite:
+    if store.listdir(SHARDS_DIR) and not overwrite:
         raise SpecError(f"output folder {out} has shards but no {JOB_FILE}; "
                         "use --overwrite or another -o folder")
     return False
 
 
-def init_out(out: str, job_json: str, *, overwrite: bool) -> None:
-    """Create OUT's folders, remove an old job's files if ``overwrite``, write ``job.json``."""
+def init_out(out: str, job_json: str, *, overwrite: bool,
+             folders: Iterable[str] = ()) -> None:
+    """Create OUT's folders, remove an old job's files if ``overwrite``, write ``job.json``.
+
+    ``folders`` are where this job's format puts shard files (cleared too on ``overwrite``).
+    """
+    store = Store(out)
     try:
-        os.makedirs(os.path.join(out, SHARDS_DIR), exist_ok=True)
+        store.makedirs(SHARDS_DIR)
         if overwrite:
-            clear_out(out)
-        write_atomic(os.path.join(out, JOB_FILE), job_json.encode())
+            clear_out(out, folders)
+        store.put_bytes(JOB_FILE, job_json.encode())
     except OSError as exc:
-        raise SpecError(f"output folder {out} is not writable: {exc.strerror}") from None
+        raise SpecError(f"output folder {out} is not writable: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
-def clear_out(out: str) -> None:
-    folder = os.path.join(out, SHARDS_DIR)
-    for name in os.listdir(folder):
-        if name.startswith("shard-") or name.endswith(".tmp"):
-            os.unlink(os.path.join(folder, name))
-    for name in (VIEW_FILE, INPUTS_FILE):
+def clear_out(out: str, folders: Iterable[str] = ()) -> None:
+    """Remove an old job's shards (every file its markers list, and any ``shard-*`` in ``folders``
+    and the old job's own folders), its views and its input list; the user's files stay."""
+    store = Store(out)
+    old = read_job(out) or {}
+    outputs = old.get("spec", {}).get("outputs", []) if isinstance(old.get("spec"), dict) else []
+    for name in store.listdir(SHARDS_DIR):
+        if name.startswith("shard-") and name.endswith(".json"):
+            with contextlib.suppress(OSError, ValueError):
+                for rel in json.loads(store.read(f"{SHARDS_DIR}/{name}")).get("files", []):
+                    store.remove(rel)
+    for folder in {SHARDS_DIR, "parquet", "metadata", *outputs, *folders}:
+        for name in store.listdir(folder):
+            if name.startswith("shard-") or name.endswith(".tmp"):
+                store.remove(f"{folder}/{name}")
+    for name in (*VIEW_FILES, INPUTS_FILE, SEGMENTS_FILE):
+        store.remove(name)
+
+
+def remove_stale_temps(out: str, folders: Iterable[str] = ()) -> None:
+    """Temporary files left by a killed run: never part of any committed shard or the view.
+
+    (An object store has none: files are built outside it and uploaded whole.)
+    """
+    if Store(out).remote:
+        return
+    for sub in {SHARDS_DIR, *folders}:
+        folder = os.path.join(out, sub)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(out, name))
-
-
-def remove_stale_temps(out: str) -> None:
-    """Temporary files left by a killed run: never part of any committed shard or the view."""
-    folder = os.path.join(out, SHARDS_DIR)
-    for name in os.listdir(folder):
-        if name.endswith(".tmp"):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, name))
+            for name in os.listdir(folder):
+                if name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(folder, name))
     for name in os.listdir(out):  # only our own names: OUT may hold the user's files too
-        if name.endswith(".tmp") and name.startswith((VIEW_FILE, INPUTS_FILE, JOB_FILE)):
+        if name.endswith(".tmp") and name.startswith(
+                (*VIEW_FILES, INPUTS_FILE, JOB_FILE, SEGMENTS_FILE)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(out, name))
 
@@ -217,6 +245,11 @@ def lock_out(out: str) -> Iterator[dict[str, Any]]:
     Creates OUT if needed (and removes it again if the run leaves nothing else in it). Yields
     what was written into the lock file.
     """
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if Store(out).remote:  # an object store has no locks: see the module docstring
+        yield me
+        return
     created = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
@@ -224,8 +257,6 @@ def lock_out(out: str) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise SpecError(f"output folder {out} is not writable: {exc.strerror}") from None
     try:
-        me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         if _take(fd, out):
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(me).encode(), 0)

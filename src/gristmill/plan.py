@@ -6,6 +6,9 @@ loose files shard ``k`` is ``[k * shard_size, (k + 1) * shard_size)``. When the 
 (tars, tables) the plan keeps to their boundaries (``breaks``): a container larger than a shard is
 cut into shard-size runs, and whole small containers are packed together up to ``shard_size``, so a
 shard reads one tar or a contiguous range of one, or a few whole small ones.
+A list grown by ``--append`` or ``--retry-errors`` is cut segment by segment
+(``plan_segments``): the shards of the earlier segments keep their ids and ranges, the new
+segment's shards take the next ids.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class Shard:
     id: int
     start: int
     stop: int
+    retry: bool = False  # its inputs are earlier error rows, named again (--retry-errors)
 
     @property
     def name(self) -> str:
@@ -51,3 +55,18 @@ def batches(shard: Shard, batch_size: int) -> list[tuple[int, int]]:
     """The shard's batches as absolute [start, stop) input ranges, in order."""
     return [(s, min(s + batch_size, shard.stop))
             for s in range(shard.start, shard.stop, batch_size)]
+
+
+def plan_segments(segments: list[tuple[int, str]], n_items: int, shard_size: int,
+                  breaks: Sequence[int] = ()) -> list[Shard]:
+    """Shards of each segment ``(start, kind)`` of a list of ``n_items`` (a segment ends where the
+    next starts; segments starting at or past ``n_items`` are ignored), ids running on; within a
+    segment, ``plan`` with the container ``breaks`` that fall inside it."""
+    starts = [(s, kind) for s, kind in segments if s < n_items] or [(0, "list")]
+    shards: list[Shard] = []
+    for (start, kind), (stop, _) in zip(starts, [*starts[1:], (n_items, "")], strict=True):
+        inner = [b - start for b in breaks if start < b < stop]
+        for part in plan(stop - start, shard_size, inner):
+            shards.append(Shard(len(shards), start + part.start, start + part.stop,
+                                kind == "retry"))
+    return shards

@@ -44,6 +44,7 @@ class Report:
     resumed: bool = False
     workers_replaced: int = 0  # faults survived: worker processes (or actors) lost and replaced
     shards_retried: int = 0  # shard attempts charged and run again
+    view: str = "features.h5"  # what users open, relative to ``out`` (it depends on the format)
 
     @property
     def throughput(self) -> float:
@@ -68,7 +69,7 @@ class Report:
             "  workers: " + ", ".join(
                 f"{w['device']} x{w['threads']} threads + {w['loaders']} loaders"
                 for w in self.workers),
-            f"  output: {self.out}/features.h5",
+            f"  output: {self.out}/{self.view}",
         ]
         if self.workers_replaced or self.shards_retried:
             lines.insert(2, f"  faults survived: {_plural(self.workers_replaced, 'process')} "

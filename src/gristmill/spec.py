@@ -22,6 +22,7 @@ Layout = Literal["NCHW", "NHWC"]
 EngineName = Literal["local", "ray"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
+OutputFormat = Literal["hdf5", "parquet", "npy"]
 
 SPEC_VERSION = 1
 _CREDENTIALS = re.compile(r"^[a-zA-Z][\w+.\-]*://[^/@]*@")
@@ -157,6 +158,9 @@ class JobSpec:
     progress: bool = True
     progress_jsonl: str = ""  # --progress jsonl: "-" streams events to stderr, else to this file
     precision: Precision = "fp32"
+    format: OutputFormat = "hdf5"
+    append: bool = False  # list the sources again; only inputs not yet in OUT get new shards
+    retry_errors: bool = False  # compute again the inputs whose error rows still stand
     image_key: str = ""  # tars: the member extension holding the image (default: the first image)
     image_column: str = ""  # Parquet: the column of image bytes (default: auto-detected)
     path_column: str = ""  # Parquet: a column of image paths/URLs, relative to the table
@@ -208,6 +212,28 @@ class JobSpec:
             raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
+        self._check_output()
+
+    def _check_output(self) -> None:
+        from .store import is_remote
+
+        if self.format not in ("hdf5", "parquet", "npy"):
+            raise SpecError(f"--format must be hdf5, parquet or npy, got {self.format!r}")
+        if self.overwrite and (self.append or self.retry_errors):
+            raise SpecError("--overwrite starts over; it cannot be combined with --append or "
+                            "--retry-errors")
+        if is_remote(self.out):
+            if self.format == "hdf5":
+                raise SpecError(f"-o {self.out}: HDF5 output needs a local folder; use "
+                                "--format parquet or --format npy for object storage")
+            if self.engine == "ray":
+                raise SpecError(f"-o {self.out}: object storage output runs on --engine local")
+        if self.format == "npy":
+            reserved = {"metadata", "shards", "parquet", "errors", ".cache"}
+            bad = [o for o in self.outputs if o in reserved or "/" in o]
+            if bad:
+                raise SpecError(f"--format npy stores each output in a folder of its name; "
+                                f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files.
@@ -219,6 +245,8 @@ class JobSpec:
         reading = {k: v for k, v in self.source_options().items() if v}
         if reading:  # left out when unset, so loose-file jobs keep their identity
             extra["reading"] = reading
+        if self.format != "hdf5":  # likewise: existing HDF5 jobs keep their identity
+            extra["format"] = self.format
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             # permissions do not change the output (and older jobs keep their identity)

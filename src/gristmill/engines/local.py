@@ -273,8 +273,8 @@ class LocalBackend:
         self.warmup.settle()
 
     def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> LocalEngine:
-        return LocalEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE),
-                           job.workers, on_event)
+        inputs_path = job.inputs_path or os.path.join(job.spec.out, ledger.INPUTS_FILE)
+        return LocalEngine(job.spec, inputs_path, job.workers, on_event)
 
     def close(self) -> None:
         """Nothing: the fork server serves the next job of this Python session too."""

@@ -10,9 +10,9 @@ Data flow::
 
 Storage: every node must see OUT at the same path (a shared filesystem: NFS, Lustre, a FUSE mount
 of a bucket). Actors commit shards with the ledger's temp -> fsync -> rename -> marker protocol, so
-a shard computed twice (a retry after a lost node) is committed once. Object stores such as
-``s3://`` are the extension point: the ledger and the HDF5 sink would go through ``fsspec`` (write
-the shard locally, upload, then put the marker last); until then, mount the bucket.
+a shard computed twice (a retry after a lost node) is committed once. An ``s3://`` OUT (shards
+uploaded whole, then their marker: ``store.py``) runs on the local engine only; for a Ray job,
+mount the bucket.
 
 Scheduling and faults are ``supervisor.Supervisor``'s, the same loop as the local engine's; this
 module is the Ray worker handle (``RayActor``: one long ``poll`` call outstanding per actor) and
@@ -259,8 +259,8 @@ class RayBackend:
         """Nothing: the actors run on the cluster's cores, not the driver's."""
 
     def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> RayEngine:
-        return RayEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
-                         on_event, self.actors)
+        inputs_path = job.inputs_path or os.path.join(job.spec.out, ledger.INPUTS_FILE)
+        return RayEngine(job.spec, inputs_path, job.workers, on_event, self.actors)
 
     def close(self) -> None:
         self.actors.close()

@@ -31,9 +31,10 @@ from ..loader.pool import LoaderPool
 from ..loader.process import ImageFill
 from ..loader.ring import RingSpec
 from ..plan import batches
-from ..sinks.hdf5 import write_shard
+from ..sinks.base import get_sink
 from ..sources import InputList, display_name
 from ..spec import JobSpec
+from ..store import Store
 from ..tuning import release_memory
 from .messages import Progress, Receipt, ShardFailed, ShardTask
 from .turns import Turns
@@ -84,6 +85,8 @@ class ShardRunner:
         self.loader_restarts = 0
         self.names = False  # the model's predict takes the batch's input names (capabilities)
         self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
+        self.sink = get_sink(spec.format)
+        self.store = Store(spec.out)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -187,32 +190,41 @@ class ShardRunner:
         shard = entry.task.shard
         names: list[str] = []
         errors: list[tuple[str, str, str]] = []
+        error_rows: list[tuple[int, str, str, str]] = []  # with the input index, for retries
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec.outputs}
         columns: dict[str, list[Any]] = {c: [] for c in self.spec.keep_columns}
         for index, (start, stop) in enumerate(entry.spans):
             ok, result, errs, carried = entry.received[index]
             raw = self.inputs.raw_range(start, stop)
             names += [display_name(raw[i]) for i in ok]
-            errors += [(display_name(raw[i]), stage, msg) for i, stage, msg in errs]
+            error_rows += [(start + i, display_name(raw[i]), stage, msg) for i, stage, msg in errs]
             for key in parts:
                 if ok:
                     parts[key].append(result[key])
             for key, values in columns.items():
                 values += carried.get(key, (None,) * len(ok))
+        errors = [row[1:] for row in error_rows]
         outputs = {k: np.concatenate(v) for k, v in parts.items() if v}
-        marker = {"shard": shard.id, "start": shard.start, "stop": shard.stop, "ok": len(names),
-                  "errors": len(errors), "inputs": self.inputs.digest(shard.start, shard.stop),
-                  "spec": self.spec.identity_hash(), "outputs": {
-                      k: list(v.shape[1:]) for k, v in outputs.items()}}
         start = time.perf_counter()
+        where = f"{ledger.SHARDS_DIR}/{shard.name}"
         try:
-            done = ledger.commit_shard(self.spec.out, shard,
-                                       lambda tmp: write_shard(tmp, names, outputs, errors,
-                                                                 columns),
-                                       marker)
+            files = self.sink.parts(shard.name, names, outputs, errors, columns)
+            where = next(iter(files), where)
+            marker = {"shard": shard.id, "start": shard.start, "stop": shard.stop,
+                      "ok": len(names), "errors": len(errors),
+                      "inputs": self.inputs.digest(shard.start, shard.stop),
+                      "spec": self.spec.identity_hash(), "format": self.spec.format,
+                      "files": list(files), "error_rows": error_rows,
+                      "outputs": {k: list(v.shape[1:]) for k, v in outputs.items()}}
+            if shard.retry:  # the earlier error rows of these inputs are superseded
+                marker["retried"] = [display_name(r) for r in
+                                     self.inputs.raw_range(shard.start, shard.stop)]
+            done = ledger.commit_parts(self.store, shard, files, marker)
         except OSError as exc:
-            return ShardFailed(shard.id, f"write {ledger.shard_path(self.spec.out, shard)}: "
-                                         f"{exc.strerror or exc}")
+            return ShardFailed(shard.id, f"write {self.store.path(where)}: {exc.strerror or exc}")
+        except Exception as exc:  # an object store's client errors are not all OSErrors
+            return ShardFailed(shard.id, f"write {self.store.path(where)}: "
+                                         f"{describe_exception(exc)}")
         entry.seconds["write"] = time.perf_counter() - start
         return Receipt(shard.id, len(names), len(errors), done, dict(entry.seconds),
                        worker=self.plan.index, started=entry.started, finished=time.time())

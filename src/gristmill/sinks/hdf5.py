@@ -7,10 +7,11 @@ commits it.
 
 ``features.h5`` has the same dataset names: each output is an HDF5 virtual dataset whose rows map
 onto the shard files in input order (no feature is copied; source paths are relative, so OUT can be
-moved), ``names`` and ``errors`` are copied (small), and so are carried metadata columns
+moved), ``names`` and ``errors`` are copied (small); an input that a later shard names again (a
+``--retry-errors`` shard) loses its earlier error row. Carried metadata columns are copied too
 (``columns/<name>``, row-aligned with ``names``; ``column_array`` gives their types). It is
 rebuilt at the end of every run under a temporary name and renamed, so a reader never sees a
-half-written view.
+half-written view. HDF5 needs a POSIX folder: on object storage use parquet or npy.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
+
+from .. import ledger
+from ..store import Store
+from .base import current_errors
 
 STR = h5py.string_dtype("utf-8")
 ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
@@ -109,13 +114,14 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
     final = os.path.join(out, "features.h5")
     tmp = f"{final}.{os.getpid()}.tmp"
     names: list[Any] = []
-    errors: list[np.ndarray] = []
-    layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
+    per_shard: list[tuple[list[str], list[tuple[str, str, str]]]] = []
     columns: dict[str, list[np.ndarray]] = {}
+    layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
     for path in shard_files:
         with h5py.File(path, "r") as f:
             names.append(f["names"][()])
-            errors.append(f["errors"][()])
+            per_shard.append(([_text(n) for n in names[-1]],
+                              [tuple(_text(x) for x in row) for row in f["errors"][()]]))
             for key, data in (f["columns"].items() if "columns" in f else ()):
                 value = data.asstr()[()] if data.dtype.kind == "O" else data[()]
                 columns.setdefault(key, []).append(np.asarray(value))
@@ -123,11 +129,12 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
                 if key in f:
                     layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
     all_names = np.concatenate(names) if names else np.array([], dtype=object)
+    standing = current_errors(per_shard)
     try:
         with _in_memory(tmp) as f:
             f.create_dataset("names", data=all_names, dtype=STR)
-            merged = np.concatenate(errors) if errors else np.array([], dtype=ERROR_DTYPE)
-            f.create_dataset("errors", data=merged.astype(ERROR_DTYPE), dtype=ERROR_DTYPE)
+            f.create_dataset("errors", data=np.array(standing, dtype=ERROR_DTYPE),
+                             dtype=ERROR_DTYPE)
             for key, parts in layouts.items():
                 _virtual(f, key, parts)
             if columns:
@@ -186,6 +193,10 @@ class Result:
                 for k, v in self.file["columns"].items()}
 
     @property
+    def complete(self) -> bool:
+        return bool(self.file.attrs.get("complete", False))
+
+    @property
     def errors(self) -> list[tuple[str, str, str]]:
         rows = self.file["errors"][()]
         return [tuple(x.decode() if isinstance(x, bytes) else x for x in row) for row in rows]
@@ -201,6 +212,34 @@ class Result:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Hdf5Sink:
+    """The ``hdf5`` format: ``shards/shard-N.h5`` and the ``features.h5`` view."""
+
+    format = "hdf5"
+
+    def folders(self, outputs: Sequence[str]) -> list[str]:
+        return ["shards"]
+
+    def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
+              errors: Sequence[tuple[str, str, str]],
+              columns: dict[str, list[Any]]) -> dict[str, Callable[[str], None]]:
+        return {f"shards/{shard_name}.h5":
+                lambda path: write_shard(path, names, outputs, errors, columns)}
+
+    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
+                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
+        files = [store.path(rel) for name, marker in shards
+                 for rel in ledger.shard_files(marker, name)]
+        return build_view(store.root, files, outputs, attrs)
+
+    def open(self, out: str) -> Result:
+        return open_view(out)
 
 
 def open_view(out: str) -> Result:
