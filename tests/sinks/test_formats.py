@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JOB, exactly_once, gristmill
+from sinkkit import JOB, exactly_once, gristmill
 
 import gristmill as gm
 from gristmill.cli import main as cli_main

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JOB, exactly_once, gristmill
 from faultkit import make_images
+from sinkkit import JOB, exactly_once, gristmill
 
 import gristmill as gm
 

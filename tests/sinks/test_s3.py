@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY, exactly_once, gristmill, wait_then_kill
 from faultkit import make_images, start
+from sinkkit import TINY, exactly_once, gristmill, wait_then_kill
 
 import gristmill as gm
 from gristmill import ledger

@@ -12,9 +12,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import JOB, assert_same_features, by_name, columns_by_name
 from faultkit import make_images, run, start, wait_for
 from s3server import s3_server  # noqa: F401  (the session fixture)
+from srckit import JOB, assert_same_features, by_name, columns_by_name
 
 import gristmill
 

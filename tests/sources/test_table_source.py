@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import JOB, assert_same_features, by_name, columns_by_name
 from faultkit import run
+from srckit import JOB, assert_same_features, by_name, columns_by_name
 
 import gristmill
 from gristmill.errors import SpecError

@@ -8,8 +8,8 @@ import shutil
 import tarfile
 
 import pytest
-from conftest import JOB, assert_same_features, by_name, columns_by_name
 from faultkit import run
+from srckit import JOB, assert_same_features, by_name, columns_by_name
 
 from gristmill.errors import SpecError
 from gristmill.plan import plan
