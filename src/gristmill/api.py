@@ -85,9 +85,9 @@ def _run(spec: JobSpec, job: Any, actors: Any, command: str, lock: dict[str, Any
                     shards_skipped=len(job.done), resumed=job.resumed)
     now = time.time()
     run_id = runlog.new_run_id(now)
-    sinks: list[Any] = [runlog.RunLog(spec.out, run_id)]
-    if spec.progress_jsonl:
-        sinks.append(runlog.JsonlStream(spec.progress_jsonl))
+    # the stream first: a target that cannot be opened is a SpecError before anything is logged
+    stream = [runlog.JsonlStream(spec.progress_jsonl)] if spec.progress_jsonl else []
+    sinks: list[Any] = [runlog.RunLog(spec.out, run_id), *stream]
     pending = sum(len(s) for s in job.pending)
     status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
               "items": len(job.inputs), "items_pending": pending, "shards": len(job.shards)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -164,6 +165,9 @@ class JobSpec:
                                 f"got {self.ray_address!r}")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        if self.progress_jsonl not in ("", "-") and not os.path.isdir(
+                os.path.dirname(os.path.abspath(self.progress_jsonl))):
+            raise SpecError(f"--progress jsonl={self.progress_jsonl}: its folder does not exist")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
 
