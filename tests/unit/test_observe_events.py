@@ -153,7 +153,7 @@ def test_a_jsonl_target_in_a_missing_folder_is_refused_before_the_run(tmp_path):
 
     spec = JobSpec(sources=("x",), out=str(tmp_path / "o"),
                    progress_jsonl=str(tmp_path / "absent" / "e.jsonl"))
-    with pytest.raises(SpecError, match="jsonl=.*absent/e.jsonl: its folder does not exist"):
+    with pytest.raises(SpecError, match=r"jsonl=.*absent/e\.jsonl: its folder does not exist"):
         spec.check()
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "e.jsonl").mkdir()  # a folder where the file should go
