@@ -106,9 +106,9 @@ def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
     now = time.time()
     run_id = runlog.new_run_id(now)
     local = not Store(spec.out).remote
-    sinks: list[Any] = [runlog.RunLog(spec.out, run_id)] if local else []
-    if spec.progress_jsonl:
-        sinks.append(runlog.JsonlStream(spec.progress_jsonl))
+    # the stream first: a target that cannot be opened is a SpecError before anything is logged
+    stream = [runlog.JsonlStream(spec.progress_jsonl)] if spec.progress_jsonl else []
+    sinks: list[Any] = [*([runlog.RunLog(spec.out, run_id)] if local else []), *stream]
     pending = sum(len(s) for s in job.pending)
     status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
               "items": len(job.inputs), "items_pending": pending, "shards": len(job.shards)}

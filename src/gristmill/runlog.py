@@ -34,6 +34,7 @@ from .engines.messages import (
     WorkerReady,
     WorkerReplaced,
 )
+from .errors import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,11 @@ class JsonlStream:
 
     def __init__(self, target: str) -> None:
         self.own = target not in ("", "-")
-        self.file: TextIO = open(target, "a", encoding="utf-8") if self.own else sys.stderr  # noqa: SIM115
+        try:
+            self.file: TextIO = open(target, "a", encoding="utf-8") if self.own else sys.stderr  # noqa: SIM115
+        except OSError as exc:
+            raise SpecError(f"--progress jsonl={target} cannot be written: "
+                            f"{exc.strerror or exc}") from None
 
     def write(self, event: dict[str, Any]) -> None:
         if event["event"] not in STREAMED:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -210,6 +211,9 @@ class JobSpec:
         clash = set(self.keep_columns) & ({"names", "errors", "columns"} | set(self.outputs))
         if clash:
             raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name")
+        if self.progress_jsonl not in ("", "-") and not os.path.isdir(
+                os.path.dirname(os.path.abspath(self.progress_jsonl))):
+            raise SpecError(f"--progress jsonl={self.progress_jsonl}: its folder does not exist")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
         self._check_output()

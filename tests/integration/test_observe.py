@@ -170,3 +170,29 @@ def test_status_of_a_folder_without_a_job_is_one_line_exit_2(tmp_path):
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "holds no gristmill job" in result.stderr
+
+
+def test_a_killed_worker_shows_as_two_processes_in_the_report(tmp_path):
+    faultkit.make_images(tmp_path / "img", 240)
+    out = tmp_path / "out"
+    proc = faultkit.start(str(tmp_path / "img"), "-o", str(out), *faultkit.TINY, "--model",
+                          "tinynet:slow", "--shard-size", "20", "--batch-size", "5",
+                          "--workers", "1")
+    try:
+        assert faultkit.wait_for(lambda: markers(out) >= 2, 90), "no shard committed in time"
+        (worker,), _ = faultkit.workers_and_loaders(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    (events,) = [[json.loads(line) for line in open(p)] for p in (out / "runs").glob("*.jsonl")]
+    ready = [e["pid"] for e in events if e["event"] == "ready"]
+    assert len(ready) == 2 and ready[0] == worker
+    page = (out / "report.html").read_text()
+    assert f"run 1 worker 0 (pid {worker})" in page and f"run 1 worker 0 (pid {ready[1]})" in page
+    replaced = [e for e in events if e["event"] == "replaced"]  # the supervisor's own event
+    assert page.count(") replaced: ") == len(replaced)
+    assert status(out)["committed_shards"] == 12 == markers(out)

@@ -133,3 +133,16 @@ def test_lock_of_a_killed_driver_is_free(tmp_path):
     assert ledger.holder(out) is None
     with ledger.lock_out(out) as info:  # the next driver takes it at once
         assert info["pid"] == os.getpid()
+
+
+def test_a_jsonl_target_in_a_missing_folder_is_refused_before_the_run(tmp_path):
+    from gristmill.spec import JobSpec
+
+    spec = JobSpec(sources=("x",), out=str(tmp_path / "o"),
+                   progress_jsonl=str(tmp_path / "absent" / "e.jsonl"))
+    with pytest.raises(SpecError, match=r"jsonl=.*absent/e\.jsonl: its folder does not exist"):
+        spec.check()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "e.jsonl").mkdir()  # a folder where the file should go
+    with pytest.raises(SpecError, match="cannot be written"):
+        runlog.JsonlStream(str(tmp_path / "ro" / "e.jsonl"))

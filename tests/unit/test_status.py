@@ -1,0 +1,71 @@
+"""gristmill status from OUT alone: markers, the frozen list, the last run's end, the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from gristmill import ledger, runlog, status
+from gristmill.errors import SpecError
+from gristmill.plan import plan
+from gristmill.sinks.hdf5 import write_shard
+from gristmill.sources import InputList
+from gristmill.spec import JobSpec
+
+
+def make_out(out, committed):
+    """A job of 50 inputs in 5 shards of 10, with ``committed`` shards committed."""
+    spec = JobSpec(sources=("photos",), out=str(out), shard_size=10, outputs=("features",))
+    inputs = InputList.from_names(b"/photos", [f"{i:03d}.jpg".encode() for i in range(50)])
+    os.makedirs(out / "shards")
+    (out / "job.json").write_text(json.dumps({"spec": json.loads(spec.to_json())}))
+    inputs.save(str(out / "inputs.npz"))
+    for shard in plan(50, 10)[:committed]:
+        ledger.commit_shard(str(out), shard, lambda tmp: write_shard(
+            tmp, ["a"] * 9, {"features": np.zeros((9, 2), "f4")}, [("b", "decode", "bad")]),
+            {"ok": 9, "errors": 1, "inputs": inputs.digest(shard.start, shard.stop),
+             "spec": spec.identity_hash()})
+
+
+def log_run(out, *events):
+    log = runlog.RunLog(str(out), "20260101T000000Z-7")
+    log.write({"event": "start", "time": time.time(), "run": "r", "pid": 4242, "host": "elsewhere"})
+    for e in events:
+        log.write(e)
+    log.close()
+
+
+def test_after_a_run_that_gave_up_shards(tmp_path):
+    make_out(tmp_path, 3)
+    log_run(tmp_path, {"event": "end", "time": time.time(), "outcome": "failed",
+                       "shards_failed": {"3": "model: RuntimeError: boom", "1": "committed later"}})
+    s = status.status(str(tmp_path))
+    assert s["state"] == "failed" and s["driver"] is None
+    assert (s["committed_shards"], s["failed_shards"], s["pending_shards"]) == (3, [3], 1)
+    assert (s["items_done"], s["ok"], s["errors"], s["items"]) == (30, 27, 3, 50)
+    assert "FAILED shard 3: model: RuntimeError: boom" in status.describe(s)
+
+
+def test_a_crashed_driver_and_a_running_one(tmp_path):
+    make_out(tmp_path, 2)
+    log_run(tmp_path, {"event": "shard", "time": time.time()})
+    crashed = status.status(str(tmp_path))
+    assert crashed["state"] == "crashed" and crashed["rate"] is None
+    assert "driver pid 4242 on elsewhere stopped without finishing" in status.describe(crashed)
+    runlog.write_progress(str(tmp_path), {"rate": 4.0, "updated": time.time()})
+    with ledger.lock_out(str(tmp_path)):
+        running = status.status(str(tmp_path))
+    assert running["state"] == "running" and running["driver"]["pid"] == os.getpid()
+    assert running["rate"] == 4.0 and running["eta_seconds"] == 30 / 4.0
+    assert "ETA 8 s" in status.describe(running)
+
+
+def test_complete_and_not_a_job(tmp_path):
+    make_out(tmp_path / "done", 5)
+    assert status.status(str(tmp_path / "done"))["state"] == "complete"
+    with pytest.raises(SpecError, match="holds no gristmill job"):
+        status.status(str(tmp_path))
