@@ -20,6 +20,7 @@ from gristmill.engines.messages import (
     WorkerReady,
     WorkerReplaced,
 )
+from gristmill.errors import SpecError
 from gristmill.progress import Report, Tracker
 
 
