@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from photos import make_tree
+from s3server import s3_server  # noqa: F401  (one S3 server for the whole session)
 
 
 @pytest.fixture(scope="session")

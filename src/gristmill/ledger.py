@@ -254,6 +254,8 @@ def lock_out(out: str) -> Iterator[dict[str, Any]]:
     try:
         os.makedirs(out, exist_ok=True)
         fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        raise SpecError(f"output folder {out} is not writable") from None
     except OSError as exc:
         raise SpecError(f"output folder {out} is not writable: {exc.strerror}") from None
     try:

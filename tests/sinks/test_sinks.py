@@ -55,7 +55,7 @@ def test_every_format_reads_back_columns_shapes_and_superseded_errors(tmp_path, 
         np.testing.assert_array_equal(np.asarray(r["vec"][:]),
                                       [[0, 1, 2], [3, 4, 5], [2, 3, 4]])
         assert np.asarray(r["map"][:]).shape == (3, 2, 2)
-        assert r.columns["caption"] == ["cap a", "cap b", "cap c"]
+        assert list(r.columns["caption"]) == ["cap a", "cap b", "cap c"]
         assert list(r.columns["width"]) == [7, 7, 9]
     if fmt != "hdf5":
         errors = pq.read_table(out / "errors.parquet").to_pylist()

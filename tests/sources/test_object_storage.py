@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from faultkit import make_images, run, start, wait_for
-from s3server import s3_server  # noqa: F401  (the session fixture)
 from srckit import JOB, assert_same_features, by_name, columns_by_name
 
 import gristmill
@@ -23,10 +22,11 @@ BUCKET = "gristmill-test"
 
 
 @pytest.fixture(scope="session")
-def s3(s3_server, small_tree, wds_dir, parquet_dir):  # noqa: F811
+def s3(s3_server, small_tree, wds_dir, parquet_dir):
     """The photos, the tars and the tables uploaded; yields the s3fs filesystem."""
     import s3fs
 
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client may point at another endpoint
     fs = s3fs.S3FileSystem()
     fs.mkdir(BUCKET)
     root, _ = small_tree

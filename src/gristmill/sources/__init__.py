@@ -40,6 +40,13 @@ def _glob_any(pattern: str) -> list[str]:
                                                        lambda: fs.glob(path)))
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a link loop or a vanished entry: the file walk records it as a bad input
+        return False
+
+
 def _folder_containers(folder: str) -> tuple[Kind, list[str]] | None:
     if storage.is_url(folder):
         fs, path = storage.filesystem(folder)
@@ -47,7 +54,11 @@ def _folder_containers(folder: str) -> tuple[Kind, list[str]] | None:
         entries = [scheme + p for p in storage.retrying(storage.redact(folder),
                                                         lambda: fs.ls(path, detail=False))]
     else:
-        entries = [e.path for e in os.scandir(folder) if e.is_file()]
+        try:
+            listed = list(os.scandir(folder))
+        except OSError as exc:
+            raise SpecError(f"source {folder} cannot be read: {exc.strerror}") from None
+        entries = [e.path for e in listed if _is_file(e)]
     for suffix, kind in _SUFFIX.items():
         found = sorted(e for e in entries if e.endswith(suffix))
         if found:
