@@ -89,3 +89,22 @@ def resnet50() -> ResNet:
 
 def resnet18() -> ResNet:
     return ResNet(BasicBlock, (2, 2, 2, 2)).eval()
+
+
+def resnet50_calibrated() -> ResNet:
+    """The ResNet-50 shape with fixed random weights and BatchNorm statistics measured on one
+    random batch, so activations stay in a trained network's range (an uncalibrated random
+    ResNet's activations grow block by block, and any rounding then changes its outputs'
+    direction: useless for judging a lower precision)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = ResNet(Bottleneck, (3, 4, 6, 3))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # a plain average: one batch sets the statistics
+            module.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 3, 224, 224))
+    torch.random.set_rng_state(generator_state)
+    return model.eval()
