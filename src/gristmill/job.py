@@ -26,7 +26,7 @@ from .sinks.base import get_sink
 from .sources import InputList, list_inputs, storage
 from .spec import JobSpec
 from .store import Store, is_remote
-from .tuning import calibrate, choose_budget, release_memory
+from .tuning import calibrate, choose_budget, cpu_has_bf16, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
     if spec.precision not in precisions:
         raise SpecError(f"--precision {spec.precision}: model {spec.model.ref} runs only "
                         f"{', '.join(sorted(precisions))} (drop --precision)")
+    if spec.precision == "bf16" and devices[0] == "cpu" and cpu_has_bf16() is False:
+        log.warning("--precision bf16: this CPU has neither AVX-512 BF16 nor AMX, so bf16 is "
+                    "emulated and slower than fp32")
     batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
     model = spec.model
     for name in ("weights", "mean_file"):

@@ -89,6 +89,22 @@ def combined_bound(cores: int, decode_rate: float, model_rate: float) -> float:
 
 
 # -- mechanism -------------------------------------------------------------------------------------
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); None when unknown.
+
+    Without them PyTorch emulates bf16 and ``--precision bf16`` runs slower than fp32.
+    """
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def tune_allocator() -> bool:
     """Keep freed memory in the heap (no mmap per large block, no trimming); True if applied.
 
