@@ -34,6 +34,10 @@ class Op:
     inputs: list[int]
     outputs: list[int]
     tops: list[str]
+    # What Caffe's backward pass reads from the LayerParameter (see caffe/backward.py).
+    propagate_down: tuple[bool, ...] = ()
+    lr_mult: tuple[float, ...] = ()
+    loss_weight: tuple[float, ...] = ()
 
 
 class Graph:
@@ -121,8 +125,17 @@ class Graph:
         if len(out_shapes) != len(lp.top):
             raise SpecError(f"layer {lp.name!r} ({lp.type}) makes {len(out_shapes)} outputs "
                             f"but names {len(lp.top)} tops")
+        if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+            raise SpecError(f"layer {lp.name!r} ({lp.type}): {len(lp.propagate_down)} "
+                            f"propagate_down for {len(lp.bottom)} bottoms (give 0 or one each)")
+        if lp.loss_weight and len(lp.loss_weight) != len(lp.top):
+            raise SpecError(f"layer {lp.name!r} ({lp.type}): {len(lp.loss_weight)} loss_weight "
+                            f"for {len(lp.top)} tops (give 0 or one each)")
         outputs = [self._new(s) for s in out_shapes]
-        self.ops.append(Op(layer, inputs, outputs, list(lp.top)))
+        self.ops.append(Op(layer, inputs, outputs, list(lp.top),
+                           tuple(bool(d) for d in lp.propagate_down),
+                           tuple(float(p.lr_mult) for p in lp.param),
+                           tuple(float(w) for w in lp.loss_weight)))
         for top, v in zip(lp.top, outputs, strict=False):
             self.blobs[top] = v
 
