@@ -45,6 +45,7 @@ class Node:
     bottoms: list[Key]
     tops: list[Key]
     n_params: int = 0
+    loss: list[float] = field(default_factory=list)  # loss_weight of each top
     value: int = 0
 
 
@@ -60,6 +61,10 @@ class Flags:
 
     def any(self) -> bool:
         return any(self.layer)
+
+    def loss_seeds(self) -> list[tuple[Key, float]]:
+        """The tops whose diff Caffe sets to their ``loss_weight`` at load (the backward seeds)."""
+        return [(k, w) for n in self.nodes for k, w in zip(n.tops, n.loss, strict=True) if w]
 
     def of(self, op: Op) -> int:
         return self.index[op.layer.name]
@@ -97,9 +102,7 @@ def analyse(graph: Graph, n_params: Callable[[Op], int]) -> Flags:
     skip: set[Key] = set()
     for i in reversed(range(len(nodes))):
         node = nodes[i]
-        weights = node.op.loss_weight if node.op is not None else ()
-        contributes = any((weights[t] if weights else 0.0) != 0 or k in under
-                          for t, k in enumerate(node.tops))
+        contributes = any(w != 0 for w in node.loss) or any(k in under for k in node.tops)
         if layer[i] and all(k in skip for k in node.tops):
             layer[i] = False
             bottom[i] = [False] * len(node.bottoms)
@@ -122,7 +125,11 @@ def analyse(graph: Graph, n_params: Callable[[Op], int]) -> Flags:
 
 
 def _nodes(graph: Graph, n_params: Callable[[Op], int]) -> list[Node]:
-    """The ops in order, keyed by blob name, with a Split after each value read more than once."""
+    """The ops in order, keyed by blob name, with a Split after each value read more than once.
+
+    As in Caffe's ``insert_splits``, a top with a nonzero ``loss_weight`` counts as one more
+    reader: when something else reads it too, the Split's first top carries the loss instead.
+    """
     readers: dict[int, list[tuple[Op, int]]] = {}
     for op in graph.ops:
         for j, v in enumerate(op.inputs):
@@ -132,22 +139,32 @@ def _nodes(graph: Graph, n_params: Callable[[Op], int]) -> list[Node]:
         name.update(zip(op.outputs, op.tops, strict=False))
     key_of: dict[tuple[int, int], Key] = {}  # (id(op), input slot) -> key read there
 
-    def splits(values: list[int]) -> list[Node]:
+    def splits(values: list[int], losses: list[float]) -> list[Node]:
         made = []
-        for v in values:
+        for v, loss in zip(values, losses, strict=True):
             reads = readers.get(v, [])
+            if len(reads) + (loss != 0) < 2:
+                for op, j in reads:
+                    key_of[id(op), j] = name[v]
+                continue
+            tops: list[Key] = [("split", v, "loss")] if loss else []
             for k, (op, j) in enumerate(reads):
-                key_of[id(op), j] = ("split", v, k) if len(reads) > 1 else name[v]
-            if len(reads) > 1:
-                made.append(Node(None, [name[v]], [("split", v, k) for k in range(len(reads))],
-                                 value=v))
+                key_of[id(op), j] = ("split", v, k)
+                tops.append(key_of[id(op), j])
+            made.append(Node(None, [name[v]], tops, loss=[loss] + [0.0] * (len(tops) - 1)
+                             if loss else [0.0] * len(tops), value=v))
         return made
 
-    nodes = splits(list(graph.inputs.values()))
+    nodes = splits(list(graph.inputs.values()), [0.0] * len(graph.inputs))
     for op in graph.ops:
-        nodes.append(Node(op, [key_of[id(op), j] for j in range(len(op.inputs))], list(op.tops),
-                          n_params(op)))
-        nodes += splits(op.outputs)
+        losses = [op.loss_weight[t] if op.loss_weight else 0.0 for t in range(len(op.outputs))]
+        node = Node(op, [key_of[id(op), j] for j in range(len(op.inputs))], list(op.tops),
+                    n_params(op), loss=list(losses))
+        nodes.append(node)
+        made = splits(op.outputs, losses)
+        for split in made:  # the loss moved onto the Split
+            node.loss[op.outputs.index(split.value)] = 0.0
+        nodes += made
     return nodes
 
 

@@ -76,10 +76,10 @@ class Net:
         self._flags = bw.analyse(self.graph, self._n_params)
         self._records: dict[int, bw.Record] = {}
         self._split_diffs: dict[bw.Key, np.ndarray] = {}
-        for op in self.graph.ops:
-            for top, weight in zip(op.tops, op.loss_weight, strict=False):
-                if weight:  # Caffe keeps a loss top's weight in its diff: backward's seed
-                    self.blobs[top].diff[...] = weight
+        for key, weight in self._flags.loss_seeds():
+            # Caffe keeps a loss top's weight in its diff: backward's seed
+            shape = self.blobs[key].shape if isinstance(key, str) else self.graph.shapes[key[1]]
+            self._diff_of(key, shape)[...] = weight
 
     @property
     def layer_dict(self) -> OrderedDict[str, _LayerView]:
