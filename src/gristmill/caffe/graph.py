@@ -11,6 +11,7 @@ device its parameters were moved to with ``to()``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -209,11 +210,25 @@ class Graph:
         self._plans.clear()
         return self
 
-    def fold(self, keep: tuple[str, ...]) -> int:
+    def clone(self) -> Graph:
+        """A copy with its own ops and layers over the same parameter tensors, for rewrites."""
+        other = Graph(self.name)
+        other.inputs, other.input_shapes = dict(self.inputs), dict(self.input_shapes)
+        other.blobs, other.shapes = dict(self.blobs), dict(self.shapes)
+        other.raw_params, other.force_backward = self.raw_params, self.force_backward
+        other._count = self._count
+        other.ops = [dataclasses.replace(
+            op, inputs=list(op.inputs), outputs=list(op.outputs), tops=list(op.tops),
+            layer=dataclasses.replace(op.layer, params=list(op.layer.params),
+                                      attrs=dict(op.layer.attrs))) for op in self.ops]
+        return other
+
+    def fold(self, keep: tuple[str, ...], skip: frozenset[str] = frozenset()) -> int:
         """Fold BatchNorm / channel Scale into the convolution feeding them; returns how many.
 
         A fold is exact for inference and unobservable when the convolution's output value is read
         only by that BatchNorm/Scale and is not a requested blob (``keep``) or a net input.
+        Layers named in ``skip`` take part in no fold.
         """
         protected = {self.blobs[n] for n in keep if n in self.blobs} | set(self.inputs.values())
         readers: dict[int, list[Op]] = {}
@@ -222,12 +237,13 @@ class Graph:
                 readers.setdefault(v, []).append(op)
         folded = 0
         for op in list(self.ops):
-            if op.layer.type != "Convolution" or op not in self.ops:
+            if op.layer.type != "Convolution" or op not in self.ops or op.layer.name in skip:
                 continue
             while True:
                 v = op.outputs[0]
                 nxt = readers.get(v, [])
-                if v in protected or len(nxt) != 1 or not _foldable(nxt[0]):
+                if (v in protected or len(nxt) != 1 or not _foldable(nxt[0])
+                        or nxt[0].layer.name in skip):
                     break
                 _merge(op.layer, nxt[0].layer)
                 op.outputs, op.tops = nxt[0].outputs, nxt[0].tops
@@ -247,8 +263,8 @@ def _foldable(op: Op) -> bool:
 def _merge(conv: L.Layer, after: L.Layer) -> None:
     """conv's weights and bias so that conv alone computes ``after(conv(x))`` (float64 maths)."""
     w = conv.params[0].double()
-    b = conv.params[1].double() if len(conv.params) > 1 else torch.zeros(w.shape[0],
-                                                                          dtype=torch.float64)
+    b = conv.params[1].double() if len(conv.params) > 1 else torch.zeros(
+        w.shape[0], dtype=torch.float64, device=w.device)
     if after.type == "BatchNorm":
         mean, var = (p.double() for p in after.params)
         scale = 1.0 / torch.sqrt(var + after.attrs["eps"])

@@ -5,10 +5,12 @@ numpy array (write the input there, then ``forward()``), ``forward`` returns the
 refreshes every blob it computed, ``net.params[layer][i].data`` are the stored weights (on CPU they
 share memory with what runs, so edits take effect, except BatchNorm whose statistics are prescaled
 at load). The mode (CPU/GPU) is read at each ``forward`` from :mod:`gristmill.caffe`'s module state.
-Graph rewrites (BatchNorm folding) are not applied here: pycaffe scripts may inspect any blob.
+Every blob pycaffe shows is computed: BatchNorm/Scale are folded into a convolution only inside an
+in-place chain (whose middle values pycaffe cannot show) and only for layers whose parameter data
+was never handed out; activations run channels_last and become numpy arrays when read.
 ``backward`` is Caffe's (see :mod:`gristmill.caffe.backward` for the rules): ``forward`` records
-autograd only for the layers Caffe would run backward for, so a deploy net without
-``force_backward`` or a ``loss_weight`` runs forward as before and backward computes nothing.
+autograd, on the plain graph, only for the layers Caffe would run backward for, so a deploy net
+without ``force_backward`` or a ``loss_weight`` runs the fast forward and backward computes nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,22 @@ class _LayerView:
         self.blobs = blobs
 
 
+class _ParamBlob(Blob):
+    """A parameter blob that remembers whether its data was handed out (and so may be edited)."""
+
+    touched = False
+
+    def _get(self) -> np.ndarray:
+        self.touched = True
+        return Blob.data.fget(self)
+
+    def _put(self, value: np.ndarray) -> None:
+        self.touched = True
+        Blob.data.fset(self, value)
+
+    data = property(_get, _put)
+
+
 class Net:
     """``Net(prototxt, weights, phase)``, ``Net(prototxt, phase, weights=...)`` or
     ``Net(prototxt, phase)`` (weights zero)."""
@@ -66,13 +84,15 @@ class Net:
                 # pycaffe's net.params of a Python layer are the layer's own blobs
                 self.params[op.layer.name] = list(python.blobs)
             elif raw:
-                self.params[op.layer.name] = [Blob(a.shape, a) for a in raw]
+                self.params[op.layer.name] = [_ParamBlob(a.shape, a) for a in raw]
         self.inputs = list(self.graph.inputs)
         self.outputs = self.graph.outputs()
         self._layer_names = [op.layer.name for op in self.graph.ops]
         self.layers = [_LayerView(op.layer.type, self.params.get(op.layer.name, []))
                        for op in self.graph.ops]
         self._device = torch.device("cpu")
+        self._fast: Graph | None = None  # self.graph with BatchNorm/Scale folded, for forward
+        self._fast_skip: frozenset[str] = frozenset()
         self._flags = bw.analyse(self.graph, self._n_params)
         self._records: dict[int, bw.Record] = {}
         self._split_diffs: dict[bw.Key, np.ndarray] = {}
@@ -105,7 +125,7 @@ class Net:
         device = _device()
         if device != self._device:
             self.graph.to(device)
-            self._device = device
+            self._device, self._fast = device, None
         values = self._values(end)
         feeds = {n: torch.from_numpy(self.blobs[n].data).to(device) for n in self.inputs}
         if self._flags.any():
@@ -115,11 +135,16 @@ class Net:
                 param_grads=self._param_grads)
             results = {n: env[v] for n, v in values.items()}
         else:
+            # channels_last activations: oneDNN's (and cuDNN's) fast layout; every blob keeps the
+            # tensor and converts to numpy only when read (see Blob)
+            feeds = {n: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                     for n, t in feeds.items()}
+            graph = self.graph if end is not None else self._fast_graph()
             with torch.inference_mode():
-                results = self.graph.run(feeds, tuple(values), values=values)
+                results = graph.run(feeds, tuple(values), values=None if end is None else values)
         for name, tensor in results.items():
             if name not in self.inputs:
-                self.blobs[name]._set(np.ascontiguousarray(tensor.detach().cpu().numpy()))
+                self.blobs[name]._set_tensor(tensor.detach())
         outs = ([end] if end else self.outputs) + list(blobs or [])
         return {name: self.blobs[name].data for name in outs}
 
@@ -193,6 +218,19 @@ class Net:
         """Whether autograd computes ``op``'s parameter diffs (its tensors are the stored blobs)."""
         return (op.layer.type not in bw.NO_PARAM_GRAD
                 and len(op.layer.params) == len(self.params.get(op.layer.name, [])))
+
+    def _fast_graph(self) -> Graph:
+        """The graph ``forward`` runs when no backward is recorded: BatchNorm/Scale folded into
+        the convolution before them inside in-place chains, where pycaffe shows only the chain's
+        last value anyway. Layers whose parameter data was handed out (``net.params[...].data``,
+        so maybe edited) are left out of folds, from then on, so edits keep taking effect."""
+        touched = frozenset(name for name, blobs in self.params.items()
+                            if any(getattr(b, "touched", False) for b in blobs))
+        if self._fast is None or touched != self._fast_skip:
+            self._fast = self.graph.clone()
+            self._fast.fold(tuple(self.blobs), skip=touched)
+            self._fast_skip = touched
+        return self._fast
 
     def _values(self, end: str | None) -> dict[str, int]:
         current = dict(self.graph.inputs)
