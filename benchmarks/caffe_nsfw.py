@@ -1,5 +1,6 @@
-"""(c) open_nsfw (nsfw package) through gristmill's Caffe backend vs OpenCV DNN: the same inputs,
-the same thread count, in one run; img/s for both and the ratio (gristmill / OpenCV).
+"""(c) open_nsfw (nsfw package) through gristmill's Caffe backend, and through the pycaffe API
+(``gristmill.caffe.Net.forward``), vs OpenCV DNN: the same inputs, the same thread count, in one
+run; img/s for each and the ratios (gristmill / OpenCV).
 
     python benchmarks/caffe_nsfw.py --size small --threads 2     # standalone
     python -m benchmarks --only c                                  # inside the benchmark report
@@ -26,8 +27,9 @@ def _seconds(fn, batch: np.ndarray, rounds: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, float]:
-    """(images, gristmill seconds, OpenCV seconds) on the same preprocessed batches."""
+def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, float, float]:
+    """(images, gristmill seconds, OpenCV seconds, ``caffe.Net.forward`` seconds) on the same
+    preprocessed batches."""
     import cv2
     import torch
 
@@ -46,30 +48,44 @@ def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, f
                            device="cpu", threads=threads)
     model.setup()
     net = cv2.dnn.readNetFromCaffe(proto, weights)
+    import gristmill.caffe as caffe
+
+    caffe.set_mode_cpu()
+    pycaffe = caffe.Net(proto, weights, caffe.TEST)
+    pycaffe.blobs["data"].reshape(*batch.shape)
+    pycaffe.reshape()
 
     def opencv(x: np.ndarray) -> np.ndarray:
         net.setInput(x)
         return net.forward("prob")
 
-    # alternate so that a busy moment of a shared machine hits both engines alike
-    ours = theirs = 0.0
+    def api(x: np.ndarray) -> np.ndarray:
+        pycaffe.blobs["data"].data[...] = x
+        return pycaffe.forward()["prob"]
+
+    # alternate so that a busy moment of a shared machine hits all engines alike
+    ours = theirs = scripted = 0.0
     for _ in range(2):
         ours += _seconds(model.predict, batch, rounds // 2 or 1)
         theirs += _seconds(opencv, batch, rounds // 2 or 1)
-    return 2 * (rounds // 2 or 1) * batch_size, ours, theirs
+        scripted += _seconds(api, batch, rounds // 2 or 1)
+    return 2 * (rounds // 2 or 1) * batch_size, ours, theirs, scripted
 
 
 def run(size: str, workdir: Path) -> list[dict]:
     """Rows for the benchmark report (``python -m benchmarks``)."""
     threads = len(os.sched_getaffinity(0))
     print(f"(c) caffe: open_nsfw, gristmill graph vs OpenCV DNN, {threads} threads", flush=True)
-    images, ours, theirs = measure(size, threads)
-    workload = "(c) caffe open_nsfw"
+    images, ours, theirs, scripted = measure(size, threads)
     note = f"model only, batch 8, {threads} threads"
-    return [{"workload": workload, "case": "OpenCV DNN", "images": images, "seconds": theirs,
-             "note": note},
-            {"workload": workload, "case": "gristmill", "images": images, "seconds": ours,
-             "note": note}]
+    rows = []
+    for workload, seconds in (("(c) caffe open_nsfw", ours),
+                              ("(c) caffe open_nsfw, caffe.Net.forward", scripted)):
+        rows += [{"workload": workload, "case": "OpenCV DNN", "images": images,
+                  "seconds": theirs, "note": note},
+                 {"workload": workload, "case": "gristmill", "images": images,
+                  "seconds": seconds, "note": note}]
+    return rows
 
 
 def main() -> None:
@@ -78,11 +94,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    images, ours, theirs = measure(args.size, args.threads, args.batch)
+    images, ours, theirs, scripted = measure(args.size, args.threads, args.batch)
     print(f"images={images} batch={args.batch} threads={args.threads}")
     print(f"gristmill   {images / ours:8.1f} img/s")
+    print(f"Net.forward {images / scripted:8.1f} img/s")
     print(f"opencv-dnn  {images / theirs:8.1f} img/s")
     print(f"ratio gristmill/opencv: {theirs / ours:.2f}x")
+    print(f"ratio caffe.Net.forward/opencv: {theirs / scripted:.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 Contract: ``data`` and ``diff`` are float32 numpy arrays of ``shape``, allocated (zeros) on first
 use and again after ``reshape`` changes the shape, as Caffe leaves reshaped contents undefined.
+``Net.forward`` stores each blob as the tensor it computed; ``data`` turns it into a C-contiguous
+numpy array on first read (a view when the tensor is already laid out so), so blobs nobody reads
+cost no conversion.
 Used by :class:`gristmill.caffe.Net` (``net.blobs``, ``net.params``) and handed to Python layers as
 their ``bottom`` / ``top`` lists.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +23,13 @@ class Blob:
         self._shape = tuple(int(s) for s in shape)
         self._data = data
         self._diff: np.ndarray | None = None
+        self._tensor: Any = None  # a torch.Tensor from forward, not yet read as numpy
 
     @property
     def data(self) -> np.ndarray:
+        if self._tensor is not None:
+            self._data = np.ascontiguousarray(self._tensor.detach().cpu().numpy())
+            self._tensor = None
         if self._data is None or self._data.shape != self._shape:
             self._data = np.zeros(self._shape, dtype=np.float32)
         return self._data
@@ -53,7 +62,14 @@ class Blob:
 
     def reshape(self, *shape: int) -> None:
         """New shape; the data is reallocated (zeros), as Caffe leaves it undefined."""
-        self._shape = tuple(int(s) for s in shape)
+        shape = tuple(int(s) for s in shape)
+        if shape != self._shape:
+            self._tensor = None
+        self._shape = shape
 
     def _set(self, value: np.ndarray) -> None:
-        self._shape, self._data = tuple(value.shape), value
+        self._shape, self._data, self._tensor = tuple(value.shape), value, None
+
+    def _set_tensor(self, value: Any) -> None:
+        """The blob's new content, as a tensor converted on the first ``data`` read."""
+        self._shape, self._data, self._tensor = tuple(value.shape), None, value

@@ -11,6 +11,7 @@ device its parameters were moved to with ``to()``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ class Op:
     inputs: list[int]
     outputs: list[int]
     tops: list[str]
+    # What Caffe's backward pass reads from the LayerParameter (see caffe/backward.py).
+    propagate_down: tuple[bool, ...] = ()
+    lr_mult: tuple[float, ...] = ()
+    loss_weight: tuple[float, ...] = ()
 
 
 class Graph:
@@ -121,8 +126,17 @@ class Graph:
         if len(out_shapes) != len(lp.top):
             raise SpecError(f"layer {lp.name!r} ({lp.type}) makes {len(out_shapes)} outputs "
                             f"but names {len(lp.top)} tops")
+        if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+            raise SpecError(f"layer {lp.name!r} ({lp.type}): {len(lp.propagate_down)} "
+                            f"propagate_down for {len(lp.bottom)} bottoms (give 0 or one each)")
+        if lp.loss_weight and len(lp.loss_weight) != len(lp.top):
+            raise SpecError(f"layer {lp.name!r} ({lp.type}): {len(lp.loss_weight)} loss_weight "
+                            f"for {len(lp.top)} tops (give 0 or one each)")
         outputs = [self._new(s) for s in out_shapes]
-        self.ops.append(Op(layer, inputs, outputs, list(lp.top)))
+        self.ops.append(Op(layer, inputs, outputs, list(lp.top),
+                           tuple(bool(d) for d in lp.propagate_down),
+                           tuple(float(p.lr_mult) for p in lp.param),
+                           tuple(float(w) for w in lp.loss_weight)))
         for top, v in zip(lp.top, outputs, strict=False):
             self.blobs[top] = v
 
@@ -196,11 +210,25 @@ class Graph:
         self._plans.clear()
         return self
 
-    def fold(self, keep: tuple[str, ...]) -> int:
+    def clone(self) -> Graph:
+        """A copy with its own ops and layers over the same parameter tensors, for rewrites."""
+        other = Graph(self.name)
+        other.inputs, other.input_shapes = dict(self.inputs), dict(self.input_shapes)
+        other.blobs, other.shapes = dict(self.blobs), dict(self.shapes)
+        other.raw_params, other.force_backward = self.raw_params, self.force_backward
+        other._count = self._count
+        other.ops = [dataclasses.replace(
+            op, inputs=list(op.inputs), outputs=list(op.outputs), tops=list(op.tops),
+            layer=dataclasses.replace(op.layer, params=list(op.layer.params),
+                                      attrs=dict(op.layer.attrs))) for op in self.ops]
+        return other
+
+    def fold(self, keep: tuple[str, ...], skip: frozenset[str] = frozenset()) -> int:
         """Fold BatchNorm / channel Scale into the convolution feeding them; returns how many.
 
         A fold is exact for inference and unobservable when the convolution's output value is read
         only by that BatchNorm/Scale and is not a requested blob (``keep``) or a net input.
+        Layers named in ``skip`` take part in no fold.
         """
         protected = {self.blobs[n] for n in keep if n in self.blobs} | set(self.inputs.values())
         readers: dict[int, list[Op]] = {}
@@ -209,12 +237,13 @@ class Graph:
                 readers.setdefault(v, []).append(op)
         folded = 0
         for op in list(self.ops):
-            if op.layer.type != "Convolution" or op not in self.ops:
+            if op.layer.type != "Convolution" or op not in self.ops or op.layer.name in skip:
                 continue
             while True:
                 v = op.outputs[0]
                 nxt = readers.get(v, [])
-                if v in protected or len(nxt) != 1 or not _foldable(nxt[0]):
+                if (v in protected or len(nxt) != 1 or not _foldable(nxt[0])
+                        or nxt[0].layer.name in skip):
                     break
                 _merge(op.layer, nxt[0].layer)
                 op.outputs, op.tops = nxt[0].outputs, nxt[0].tops
@@ -234,8 +263,8 @@ def _foldable(op: Op) -> bool:
 def _merge(conv: L.Layer, after: L.Layer) -> None:
     """conv's weights and bias so that conv alone computes ``after(conv(x))`` (float64 maths)."""
     w = conv.params[0].double()
-    b = conv.params[1].double() if len(conv.params) > 1 else torch.zeros(w.shape[0],
-                                                                          dtype=torch.float64)
+    b = conv.params[1].double() if len(conv.params) > 1 else torch.zeros(
+        w.shape[0], dtype=torch.float64, device=w.device)
     if after.type == "BatchNorm":
         mean, var = (p.double() for p in after.params)
         scale = 1.0 / torch.sqrt(var + after.attrs["eps"])

@@ -5,7 +5,12 @@ numpy array (write the input there, then ``forward()``), ``forward`` returns the
 refreshes every blob it computed, ``net.params[layer][i].data`` are the stored weights (on CPU they
 share memory with what runs, so edits take effect, except BatchNorm whose statistics are prescaled
 at load). The mode (CPU/GPU) is read at each ``forward`` from :mod:`gristmill.caffe`'s module state.
-Graph rewrites (BatchNorm folding) are not applied here: pycaffe scripts may inspect any blob.
+Every blob pycaffe shows is computed: BatchNorm/Scale are folded into a convolution only inside an
+in-place chain (whose middle values pycaffe cannot show) and only for layers whose parameter data
+was never handed out; activations run channels_last and become numpy arrays when read.
+``backward`` is Caffe's (see :mod:`gristmill.caffe.backward` for the rules): ``forward`` records
+autograd, on the plain graph, only for the layers Caffe would run backward for, so a deploy net
+without ``force_backward`` or a ``loss_weight`` runs the fast forward and backward computes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import backward as bw
 from . import caffe_pb2 as pb
 from .blob import Blob
-from .graph import Graph
+from .graph import Graph, Op
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,22 @@ class _LayerView:
     def __init__(self, type_: str, blobs: list[Blob]) -> None:
         self.type = type_
         self.blobs = blobs
+
+
+class _ParamBlob(Blob):
+    """A parameter blob that remembers whether its data was handed out (and so may be edited)."""
+
+    touched = False
+
+    def _get(self) -> np.ndarray:
+        self.touched = True
+        return Blob.data.fget(self)
+
+    def _put(self, value: np.ndarray) -> None:
+        self.touched = True
+        Blob.data.fset(self, value)
+
+    data = property(_get, _put)
 
 
 class Net:
@@ -57,14 +79,27 @@ class Net:
         self.params: OrderedDict[str, list[Blob]] = OrderedDict()
         for op in self.graph.ops:
             raw = self.graph.raw_params.get(op.layer.name)
-            if raw:
-                self.params[op.layer.name] = [Blob(a.shape, a) for a in raw]
+            python = op.layer.attrs.get("python")
+            if python is not None and python.blobs:
+                # pycaffe's net.params of a Python layer are the layer's own blobs
+                self.params[op.layer.name] = list(python.blobs)
+            elif raw:
+                self.params[op.layer.name] = [_ParamBlob(a.shape, a) for a in raw]
         self.inputs = list(self.graph.inputs)
         self.outputs = self.graph.outputs()
         self._layer_names = [op.layer.name for op in self.graph.ops]
         self.layers = [_LayerView(op.layer.type, self.params.get(op.layer.name, []))
                        for op in self.graph.ops]
         self._device = torch.device("cpu")
+        self._fast: Graph | None = None  # self.graph with BatchNorm/Scale folded, for forward
+        self._fast_skip: frozenset[str] = frozenset()
+        self._flags = bw.analyse(self.graph, self._n_params)
+        self._records: dict[int, bw.Record] = {}
+        self._split_diffs: dict[bw.Key, np.ndarray] = {}
+        for key, weight in self._flags.loss_seeds():
+            # Caffe keeps a loss top's weight in its diff: backward's seed
+            shape = self.blobs[key].shape if isinstance(key, str) else self.graph.shapes[key[1]]
+            self._diff_of(key, shape)[...] = weight
 
     @property
     def layer_dict(self) -> OrderedDict[str, _LayerView]:
@@ -90,16 +125,112 @@ class Net:
         device = _device()
         if device != self._device:
             self.graph.to(device)
-            self._device = device
+            self._device, self._fast = device, None
         values = self._values(end)
         feeds = {n: torch.from_numpy(self.blobs[n].data).to(device) for n in self.inputs}
-        with torch.inference_mode():
-            results = self.graph.run(feeds, tuple(values), values=values)
+        if self._flags.any():
+            plan = self.graph._plan_ids(set(values.values()))
+            env, self._records = bw.record(
+                self._flags, plan, {self.graph.inputs[n]: t for n, t in feeds.items()},
+                param_grads=self._param_grads)
+            results = {n: env[v] for n, v in values.items()}
+        else:
+            # channels_last activations: oneDNN's (and cuDNN's) fast layout; every blob keeps the
+            # tensor and converts to numpy only when read (see Blob)
+            feeds = {n: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                     for n, t in feeds.items()}
+            graph = self.graph if end is not None else self._fast_graph()
+            with torch.inference_mode():
+                results = graph.run(feeds, tuple(values), values=None if end is None else values)
         for name, tensor in results.items():
             if name not in self.inputs:
-                self.blobs[name]._set(np.ascontiguousarray(tensor.cpu().numpy()))
+                self.blobs[name]._set_tensor(tensor.detach())
         outs = ([end] if end else self.outputs) + list(blobs or [])
         return {name: self.blobs[name].data for name in outs}
+
+    def backward(self, diffs: list[str] | None = None, start: str | None = None,
+                 end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        """Caffe's backward from layer ``start`` (default: the last) down to ``end`` (the first).
+
+        The seeds are the output blobs' diffs: set ``net.blobs[top].diff[...]`` beforehand, or
+        pass one array per net output as keyword arguments. Fills the blobs' and the parameters'
+        diffs (parameter diffs accumulate, as in Caffe: see ``clear_param_diffs``) and returns the
+        diffs of the net inputs (of ``end``'s bottoms when given) plus the blobs named in
+        ``diffs``. Which diffs are computed follows Caffe: see :mod:`gristmill.caffe.backward`.
+        """
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise ValueError(f"Top diff arguments {sorted(kwargs)} do not match net outputs "
+                                 f"{sorted(self.outputs)}")
+            for top, diff in kwargs.items():
+                if np.shape(diff)[0] != self.blobs[top].shape[0]:
+                    raise ValueError(f"Diff for {top!r} is not batch sized")
+                self.blobs[top].diff[...] = diff
+        flags = self._flags
+        hi = self._layer_index(start) if start is not None else len(flags.nodes) - 1
+        lo = self._layer_index(end) if end is not None else 0
+        if end is not None:
+            op = flags.nodes[lo].op
+            names = [n for n, v in self._names_of(op.inputs)]
+        else:
+            names = list(self.inputs)
+        names += [n for n in diffs or [] if n not in names]
+        if not flags.any():
+            log.warning("net %r: no layer needs backward (no loss_weight and force_backward is "
+                        "false), so Caffe computes no diffs; add 'force_backward: true' to the "
+                        "prototxt", self.graph.name)
+        bw.backward(flags, self._records, lo, hi, self._diff_of,
+                    lambda op: [b.diff for b in self.params[op.layer.name]])
+        return {n: self.blobs[n].diff for n in names}
+
+    def clear_param_diffs(self) -> None:
+        """Zero every parameter's diff (backward adds to them, as Caffe's layers do)."""
+        for blobs in self.params.values():
+            for blob in blobs:
+                blob.diff[...] = 0
+
+    def _layer_index(self, name: str) -> int:
+        if name not in self._flags.index:
+            raise KeyError(f"no layer named {name!r}")
+        return self._flags.index[name]
+
+    def _names_of(self, values: list[int]) -> list[tuple[str, int]]:
+        names = {v: n for n, v in self.graph.inputs.items()}
+        for op in self.graph.ops:
+            names.update(zip(op.outputs, op.tops, strict=False))
+        return [(names[v], v) for v in values]
+
+    def _diff_of(self, key: bw.Key, shape: tuple[int, ...] | None) -> np.ndarray:
+        if isinstance(key, str):
+            return self.blobs[key].diff
+        buf = self._split_diffs.get(key)
+        if buf is None or (shape is not None and buf.shape != shape):
+            buf = self._split_diffs[key] = np.zeros(shape or (), np.float32)
+        return buf
+
+    def _n_params(self, op: Op) -> int:
+        python = op.layer.attrs.get("python")
+        if python is not None:
+            return len(python.blobs)
+        return len(self.graph.raw_params.get(op.layer.name, []))
+
+    def _param_grads(self, op: Op) -> bool:
+        """Whether autograd computes ``op``'s parameter diffs (its tensors are the stored blobs)."""
+        return (op.layer.type not in bw.NO_PARAM_GRAD
+                and len(op.layer.params) == len(self.params.get(op.layer.name, [])))
+
+    def _fast_graph(self) -> Graph:
+        """The graph ``forward`` runs when no backward is recorded: BatchNorm/Scale folded into
+        the convolution before them inside in-place chains, where pycaffe shows only the chain's
+        last value anyway. Layers whose parameter data was handed out (``net.params[...].data``,
+        so maybe edited) are left out of folds, from then on, so edits keep taking effect."""
+        touched = frozenset(name for name, blobs in self.params.items()
+                            if any(getattr(b, "touched", False) for b in blobs))
+        if self._fast is None or touched != self._fast_skip:
+            self._fast = self.graph.clone()
+            self._fast.fold(tuple(self.blobs), skip=touched)
+            self._fast_skip = touched
+        return self._fast
 
     def _values(self, end: str | None) -> dict[str, int]:
         current = dict(self.graph.inputs)

@@ -150,6 +150,8 @@ def upgrade(net: pb.NetParameter) -> pb.NetParameter:
         new.include.extend(old.include)
         new.exclude.extend(old.exclude)
         new.loss_weight.extend(old.loss_weight)
+        for lr in old.blobs_lr:  # V1's per-blob learning rates are V2's ParamSpec.lr_mult
+            new.param.add().lr_mult = lr
         for name in _V1_PARAMS:
             if old.HasField(name):
                 getattr(new, name).CopyFrom(getattr(old, name))
