@@ -42,7 +42,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     pending = [s for s in shards if s.id not in done]
     rates: tuple[float | None, float | None] = (None, None)
     started = time.perf_counter()
-    if spec.engine == "local" and devices[0] == "cpu" and pending:
+    if spec.engine == "local" and devices[0] == "cpu" and pending and spec.modality == "image":
         rates = calibrate(spec, inputs, cpu_count(), cache=cache)
         if needs_calibration(spec, devices):
             workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
