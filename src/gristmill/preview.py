@@ -120,7 +120,8 @@ def describe(p: dict[str, Any]) -> str:
         lines.append(f"  before the workers start: about {p['prepare_seconds']:.0f} s of "
                      "preparation (listing, calibration), as long as this plan took")
     else:
-        lines.append("  estimate: none (the model's speed is only measured for local CPU jobs)")
+        lines.append("  estimate: none (the model's speed is only measured for local CPU image "
+                     "jobs)")
     where = f"{p['out']} ({'resume' if p['resumed'] else 'new job'})" if p["out"] else "no -o"
     lines.append(f"  output: {where}; nothing was written")
     return "\n".join(lines)
