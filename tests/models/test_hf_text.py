@@ -20,8 +20,10 @@ import gristmill
 from gristmill import models
 from gristmill.errors import SpecError
 from gristmill.job import resolve
+from gristmill.sources import list_inputs
 from gristmill.spec import JobSpec, ModelSpec, Preprocess
 
+pytestmark = pytest.mark.slow  # the snapshots are built by transformers (seconds)
 RUN = dict(shard_size=4, batch_size=3, workers=1, threads=1, loaders=1, device="cpu",
            progress=False, modality="text")
 CAPTIONS = [
@@ -66,7 +68,6 @@ def write_captions(path: Path) -> dict[str, str]:
             if line.strip() and line != "\xff"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_text_file_matches_transformers(kind, snapshots, tmp_path) -> None:
     folder = snapshots[kind]
@@ -85,7 +86,6 @@ def test_text_file_matches_transformers(kind, snapshots, tmp_path) -> None:
     assert error.max() <= 1e-4, error
 
 
-@pytest.mark.slow
 def test_parquet_text_column_normalized_resumed_and_appended(snapshots, tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -127,7 +127,6 @@ def test_parquet_text_column_normalized_resumed_and_appended(snapshots, tmp_path
         np.testing.assert_allclose(result["text_embeds"][:], ours, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.slow
 def test_appended_lines_get_new_shards(snapshots, tmp_path) -> None:
     folder = snapshots["clip"]
     path = tmp_path / "captions.txt"
@@ -165,10 +164,10 @@ def test_bad_text_options_are_one_line(snapshots, small_tree, tmp_path) -> None:
     check("--modality must be image or text", modality="audio")
     spec = JobSpec(sources=(str(captions),), out="o", modality="text", text_column="caption")
     with pytest.raises(SpecError, match="--text-column needs Parquet sources"):
-        gristmill.sources.list_inputs(spec.sources, spec.source_options())
+        list_inputs(spec.sources, spec.source_options())
     root, _ = small_tree
     with pytest.raises(SpecError, match="is a folder; --modality text reads text files"):
-        gristmill.sources.list_inputs([str(root)], {"modality": "text"})
+        list_inputs([str(root)], {"modality": "text"})
 
     done = cli("run", str(captions), "-o", str(tmp_path / "o"), "--model",
                f"hf:{snapshots['vit']}", "--modality", "text")
