@@ -106,6 +106,7 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("sources", nargs="+", metavar="SOURCE",
                      help="a folder (recursive), a text file listing paths, a glob pattern, "
                           "webdataset tars ('data/{00000..00099}.tar'), Parquet tables; "
+                          "with --modality text: text files of captions, one per line; "
                           "local or s3:// gs:// az:// URLs")
     run.add_argument("-o", "--out", required=out_required,
                      help="output folder, or s3://bucket/prefix (with --format parquet or npy)")
@@ -126,6 +127,9 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("--threads", type=int, default=0, help="model threads per worker")
     run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                      help="run torch models under autocast at this precision (outputs: float32)")
+    run.add_argument("--modality", choices=["image", "text"], default="image",
+                     help="text: embed captions (a text file's lines, or a Parquet "
+                          "--text-column) with a dual encoder's text tower (hf: CLIP, SigLIP)")
     run.add_argument("--normalize", action="store_true",
                      help="store embeddings (image_embeds, text_embeds) as unit vectors")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
@@ -162,7 +166,7 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="bar (default), none, jsonl (one JSON event per line on stderr) or "
                           "jsonl=PATH (to a file)")
     ops.add_argument("--report", help="also write the run report as JSON to this file")
-    src = run.add_argument_group("tar and Parquet sources")
+    src = run.add_argument_group("tar, Parquet and text sources")
     src.add_argument("--image-key", default="", help="tars: the member extension of the image "
                                                      "(default: the first image member)")
     src.add_argument("--image-column", default="",
@@ -171,6 +175,9 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="Parquet: a column of image paths or URLs, relative to the table")
     src.add_argument("--key-column", default="",
                      help="Parquet: the column naming rows (default: key, else <file>:<row>)")
+    src.add_argument("--text-column", default="",
+                     help="Parquet, --modality text: the column of captions (default: "
+                          "caption/text/txt)")
     src.add_argument("--keep-columns", default="",
                      help="comma-separated metadata carried next to the outputs (Parquet "
                           "columns; tar .txt/.cls members or .json fields)")
@@ -218,7 +225,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         stall_timeout=args.stall_timeout, max_image_pixels=args.max_image_pixels,
         engine=args.engine, ray_address=args.ray_address,
         image_key=args.image_key, image_column=args.image_column, path_column=args.path_column,
-        key_column=args.key_column,
+        key_column=args.key_column, modality=args.modality, text_column=args.text_column,
         keep_columns=tuple(c.strip() for c in args.keep_columns.split(",") if c.strip()),
         progress=(args.progress == "bar" and not args.no_progress and sys.stderr.isatty()),
         progress_jsonl=("-" if args.progress == "jsonl" else args.progress[6:]

@@ -111,10 +111,12 @@ def plan_workers(spec: JobSpec, devices: list[str], batch_size: int, *,
 
 def needs_calibration(spec: JobSpec, devices: list[str]) -> bool:
     """A CPU job that left any of workers/threads/loaders to us is worth a two-second probe.
+    (Image jobs: the probe decodes images; a text job takes the default budget.)
 
     (Only for engines whose workers run on this machine: ``Backend.calibrates``.)
     """
-    return devices[0] == "cpu" and not (spec.workers and spec.threads and spec.loaders)
+    return (devices[0] == "cpu" and spec.modality == "image"
+            and not (spec.workers and spec.threads and spec.loaders))
 
 
 def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
@@ -126,9 +128,11 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
     machine's for ``spec.device``.
     """
     spec.check()
-    info = models.describe(spec.model, cache)
+    info = models.describe(spec.model, cache, spec.modality)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
-    preprocess = spec.preprocess.over(info.preset).complete()
+    # text is tokenized by the model's tokenizer: image preprocessing stays unset
+    preprocess = (spec.preprocess.over(info.preset).complete() if spec.modality == "image"
+                  else spec.preprocess)
     devices = devices or resolve_devices(spec.device)
     caps = models.capabilities(spec.model)
     precisions = caps.precisions

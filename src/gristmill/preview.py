@@ -42,7 +42,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     pending = [s for s in shards if s.id not in done]
     rates: tuple[float | None, float | None] = (None, None)
     started = time.perf_counter()
-    if spec.engine == "local" and devices[0] == "cpu" and pending:
+    if spec.engine == "local" and devices[0] == "cpu" and pending and spec.modality == "image":
         rates = calibrate(spec, inputs, cpu_count(), cache=cache)
         if needs_calibration(spec, devices):
             workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
@@ -120,7 +120,8 @@ def describe(p: dict[str, Any]) -> str:
         lines.append(f"  before the workers start: about {p['prepare_seconds']:.0f} s of "
                      "preparation (listing, calibration), as long as this plan took")
     else:
-        lines.append("  estimate: none (the model's speed is only measured for local CPU jobs)")
+        lines.append("  estimate: none (the model's speed is only measured for local CPU image "
+                     "jobs)")
     where = f"{p['out']} ({'resume' if p['resumed'] else 'new job'})" if p["out"] else "no -o"
     lines.append(f"  output: {where}; nothing was written")
     return "\n".join(lines)

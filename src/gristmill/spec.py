@@ -24,6 +24,7 @@ EngineName = Literal["local", "ray"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
 OutputFormat = Literal["hdf5", "parquet", "npy"]
+Modality = Literal["image", "text"]
 
 SPEC_VERSION = 1
 _CREDENTIALS = re.compile(r"^[a-zA-Z][\w+.\-]*://[^/@]*@")
@@ -167,12 +168,16 @@ class JobSpec:
     path_column: str = ""  # Parquet: a column of image paths/URLs, relative to the table
     key_column: str = ""  # Parquet: the names (default: ``key`` if present, else <file>:<row>)
     keep_columns: tuple[str, ...] = ()  # metadata carried next to the outputs
+    # what the inputs are: images, or text (captions: a text file's lines, a Parquet text column)
+    modality: Modality = "image"
+    text_column: str = ""  # Parquet, --modality text: the captions (default: caption or text)
 
     def source_options(self) -> dict[str, Any]:
-        """The options that tell ``sources.list_inputs`` how to read tars and tables."""
+        """The options that tell ``sources.list_inputs`` how to read files, tars and tables."""
         return {"image_key": self.image_key.lower().lstrip("."), "image_column": self.image_column,
                 "path_column": self.path_column, "key_column": self.key_column,
-                "keep_columns": self.keep_columns}
+                "keep_columns": self.keep_columns, "text_column": self.text_column,
+                "modality": self.modality}
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -206,6 +211,7 @@ class JobSpec:
                                 "library's way (environment, ~/.aws, fsspec config)")
         if self.image_column and self.path_column:
             raise SpecError("give --image-column or --path-column, not both")
+        self._check_modality()
         if len(set(self.keep_columns)) != len(self.keep_columns):
             raise SpecError(f"--keep-columns names a column twice: {','.join(self.keep_columns)}")
         clash = set(self.keep_columns) & ({"names", "errors", "columns"} | set(self.outputs))
@@ -217,6 +223,24 @@ class JobSpec:
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
         self._check_output()
+
+    def _check_modality(self) -> None:
+        if self.modality not in ("image", "text"):
+            raise SpecError(f"--modality must be image or text, got {self.modality!r}")
+        if self.modality == "image":
+            if self.text_column:
+                raise SpecError("--text-column reads captions: give --modality text")
+            return
+        for name in ("image_key", "image_column", "path_column"):
+            if getattr(self, name):
+                raise SpecError(f"--{name.replace('_', '-')} reads images; --modality text "
+                                "reads text (a text file's lines, or --text-column)")
+        given = [f.name for f in dataclasses.fields(self.preprocess)
+                 if getattr(self.preprocess, f.name) is not None]
+        if given or self.model.mean_file:
+            flag = given[0] if given else "mean_file"
+            raise SpecError(f"--{flag.replace('_', '-')} is image preprocessing; "
+                            "--modality text tokenizes with the model's tokenizer")
 
     def _check_output(self) -> None:
         from .store import is_remote
@@ -246,9 +270,11 @@ class JobSpec:
         """
         # precision changes the numbers; fp32 is left out so existing jobs keep their identity
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
-        reading = {k: v for k, v in self.source_options().items() if v}
+        reading = {k: v for k, v in self.source_options().items() if v and k != "modality"}
         if reading:  # left out when unset, so loose-file jobs keep their identity
             extra["reading"] = reading
+        if self.modality != "image":  # likewise: image jobs keep their identity
+            extra["modality"] = self.modality
         if self.format != "hdf5":  # likewise: existing HDF5 jobs keep their identity
             extra["format"] = self.format
         return json.loads(json.dumps(extra | {

@@ -191,10 +191,10 @@ class LocalLauncher:
         self.turns_dir = turns.make(turns_count) if turns_count else ""
 
     def start(self, index: int) -> LocalWorker:
-        item_shape = self.spec.preprocess.item_shape()
         plan = self.plans[index]
+        # only the name: the worker knows the item shape (an image's, or a caption's tokens)
         plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=RingSpec.new(
-            plan.slots, plan.batch_size, item_shape).name)
+            plan.slots, plan.batch_size, ()).name)
         ours, theirs = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{index}",
                                    args=(self.spec, self.inputs_path, plan, theirs,

@@ -98,18 +98,16 @@ class ShardRunner:
                             device=self.plan.device, threads=self.plan.threads,
                             precision=self.spec.precision,
                             shared_weights=self.plan.shared_weights,
-                            preprocess=self.spec.preprocess)
+                            preprocess=self.spec.preprocess, modality=self.spec.modality)
         self.names = caps.names
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
-        ring = RingSpec(self.plan.ring_name, self.plan.slots, self.plan.batch_size,
-                        self.spec.preprocess.item_shape()) if self.plan.ring_name else RingSpec.new(
-            self.plan.slots, self.plan.batch_size, self.spec.preprocess.item_shape())
+        fill, item_shape, dtype = self._fill()
+        ring = RingSpec(self.plan.ring_name or RingSpec.new(0, 0, ()).name, self.plan.slots,
+                        self.plan.batch_size, item_shape, dtype)
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
-        # in an undefined state; loaders import only numpy and Pillow
-        fill = ImageFill(self.spec.preprocess, self.spec.max_image_pixels,
-                         self.inputs.reader_options)
-        # a ring the engine did not name (Ray) has no driver to unlink it if this process is
+        # in an undefined state; loaders import only numpy and Pillow (text: tokenizers).
+        # A ring the engine did not name (Ray) has no driver to unlink it if this process is
         # killed: the pool's own cleaner does
         self.pool = LoaderPool(ring, fill,
                                self.plan.loaders, start_method="spawn",
@@ -118,6 +116,19 @@ class ShardRunner:
         if caps.pinned_input:
             self.model.pin_host(self.pool.ring.view(0).ctypes.data, ring.slots * ring.slot_bytes)
         self.pool.start()
+
+    def _fill(self) -> tuple[Any, tuple[int, ...], str]:
+        """What the loaders fill slots with: (fill, item shape, dtype) for the job's modality."""
+        if self.spec.modality == "text":
+            from ..loader.text import TextFill
+            from ..models import text_encoding
+
+            encoding = text_encoding(self.spec.model)
+            return (TextFill(encoding, self.inputs.reader_options), encoding.item_shape,
+                    "int64")
+        return (ImageFill(self.spec.preprocess, self.spec.max_image_pixels,
+                          self.inputs.reader_options), self.spec.preprocess.item_shape(),
+                "float32")
 
     def teardown(self) -> None:
         if self.pool is not None:

@@ -96,18 +96,37 @@ def capabilities(spec: ModelSpec) -> Capabilities:
     return backend(spec).capabilities(spec)
 
 
-def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
+def describe(spec: ModelSpec, cache: ModelCache | None = None,
+             modality: str = "image") -> ModelInfo:
     """What the model offers, found in the driver before any worker starts.
 
     ``cache`` keeps the model a backend with ``driver_model`` built, for the driver's later steps
-    (shared weights, calibration).
+    (shared weights, calibration). ``modality`` other than ``image`` goes only to a backend that
+    declares it (``Capabilities.modalities``).
     """
-    return backend(spec).describe(spec, cache)
+    if modality == "image":
+        return backend(spec).describe(spec, cache)
+    _check_modality(spec, modality)
+    return backend(spec).describe(spec, cache, modality=modality)
+
+
+def _check_modality(spec: ModelSpec, modality: str) -> None:
+    have = capabilities(spec).modalities
+    if modality not in have:
+        raise SpecError(f"--modality {modality}: model {spec.ref} has no {modality} tower "
+                        f"(it takes {', '.join(sorted(have))} inputs)")
+
+
+def text_encoding(spec: ModelSpec) -> Any:
+    """How the loaders tokenize captions for ``spec`` (a ``loader.text.TextEncoding``)."""
+    _check_modality(spec, "text")
+    return backend(spec).text_encoding(spec)  # type: ignore[attr-defined]
 
 
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", shared_weights: str | None = None,
-           cache: ModelCache | None = None, preprocess: Preprocess | None = None) -> Model:
+           cache: ModelCache | None = None, preprocess: Preprocess | None = None,
+           modality: str = "image") -> Model:
     """Build the model in the process that will run it (call ``setup`` next).
 
     Each option goes only to a backend whose capabilities declare it; a precision the backend
@@ -126,6 +145,9 @@ def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: i
         options["cache"] = cache
     if preprocess is not None and caps.preprocess:
         options["preprocess"] = preprocess
+    if modality != "image":
+        _check_modality(spec, modality)
+        options["modality"] = modality
     return backend(spec).create(spec, outputs=outputs, device=device, threads=threads, **options)
 
 
@@ -139,4 +161,4 @@ def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
 
 
 __all__ = ["Capabilities", "Model", "ModelCache", "ModelInfo", "capabilities", "check_outputs",
-           "create", "describe", "kind_of", "share_weights"]
+           "create", "describe", "kind_of", "share_weights", "text_encoding"]

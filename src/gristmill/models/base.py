@@ -13,7 +13,7 @@ touches `models/` alone).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,7 +35,10 @@ class Capabilities:
     ``names``: ``predict`` takes ``names=`` (the batch's input names) as well as the array.
     ``preprocess``: ``create`` takes ``preprocess=`` (the job's resolved preprocessing).
     ``normalize``: the model honours ``ModelSpec.normalize`` (unit-vector embeddings).
-    ``modalities``: the inputs it embeds (``image``, ``text``).
+    ``modalities``: the inputs it embeds (``image``, ``text``). With ``text``, ``describe`` and
+    ``create`` take ``modality=``, and the backend has ``text_encoding(spec)``: the
+    ``loader.text.TextEncoding`` its loaders tokenize with (``predict`` then takes int64 batches
+    ``(n, 2, length)``: token ids and attention mask).
     """
 
     precisions: frozenset[str] = frozenset({"fp32"})
@@ -70,12 +73,15 @@ class ModelCache:
     owns the cache and ``clear``s it when done, so the memory goes back."""
 
     def __init__(self) -> None:
-        self._built: dict[ModelSpec, Any] = {}
+        self._built: dict[Hashable, Any] = {}
 
-    def get(self, spec: ModelSpec, build: Callable[[ModelSpec], Any]) -> Any:
-        if spec not in self._built:
-            self._built[spec] = build(spec)
-        return self._built[spec]
+    def get(self, spec: ModelSpec, build: Callable[[ModelSpec], Any], *,
+            key: Hashable = None) -> Any:
+        """The model ``build(spec)`` made, built on first use; ``key`` tells apart two builds of
+        one spec (an image and a text tower)."""
+        if (spec, key) not in self._built:
+            self._built[spec, key] = build(spec)
+        return self._built[spec, key]
 
     def clear(self) -> None:
         self._built.clear()
@@ -99,11 +105,12 @@ class Model(Protocol):
 class Backend(Protocol):
     """One family of models (torch, onnx, caffe, hf, callable classes): a module with these
     functions. ``create`` gets the keyword options its ``Capabilities`` declare (``precision``,
-    ``shared_weights``, ``cache``, ``preprocess``) and no others."""
+    ``shared_weights``, ``cache``, ``preprocess``, ``modality``) and no others."""
 
     def capabilities(self, spec: ModelSpec) -> Capabilities: ...
 
-    def describe(self, spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo: ...
+    def describe(self, spec: ModelSpec, cache: ModelCache | None = None,
+                 **options: Any) -> ModelInfo: ...
 
     def create(
         self, spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,

@@ -8,6 +8,9 @@
   holding ``.parquet`` files (and no tars);
 - otherwise loose image files (``files``): a folder walked recursively, a list file or a glob.
 
+With ``modality: text`` a source is a Parquet table (its ``text_column``) or a text file of
+captions, one per line (``lines``), or a glob of them.
+
 Any of them may be a URL (``s3://``, ``gs://``, ``az://``: see ``storage``). One job reads one kind.
 """
 
@@ -22,6 +25,7 @@ from ..errors import SpecError
 from . import storage
 from .base import InputList, ItemRef, Kind, Opened, display_name
 from .files import IMAGE_EXTENSIONS, _glob, _walk, common_root, list_files
+from .lines import list_lines, text_files
 from .tables import list_tables
 from .tars import expand_braces, list_tars
 
@@ -121,6 +125,8 @@ def list_inputs(sources: Iterable[str], options: Mapping[str, Any] | None = None
     """
     options = dict(options or {})
     sources = list(sources)
+    if options.get("modality") == "text":
+        return _list_text(sources, options)
     kinds = [classify(s) for s in sources]
     if all(k is None for k in kinds):
         if options.get("keep_columns"):
@@ -135,6 +141,7 @@ def list_inputs(sources: Iterable[str], options: Mapping[str, Any] | None = None
         containers = [os.path.abspath(c) for c in containers]
     wrong = ("image_column", "path_column", "key_column") if kinds[0][0] == Kind.TAR else (
         "image_key",)
+    wrong += ("text_column",)  # checked by the spec too; an API caller may skip it
     given = [w for w in wrong if options.get(w)]
     if given:
         flag = "--" + given[0].replace("_", "-")
@@ -142,6 +149,40 @@ def list_inputs(sources: Iterable[str], options: Mapping[str, Any] | None = None
         raise SpecError(f"{flag} does not apply to {kind} sources")
     if kinds[0][0] == Kind.TAR:
         return InputList.from_listing(list_tars(containers, options))
+    return _tables(containers, options)
+
+
+def _tables(containers: list[str], options: dict[str, Any]) -> InputList:
     parents = [os.fsencode(c.rsplit("/", 1)[0]) for c in containers]
     root = os.fsdecode(common_root(parents))
     return InputList.from_listing(list_tables(containers, root, options))
+
+
+def _list_text(sources: list[str], options: dict[str, Any]) -> InputList:
+    """``--modality text``: Parquet tables (their text column) or text files (their lines)."""
+    kinds = [classify(s) for s in sources]
+    if any(k is not None and k[0] == Kind.TAR for k in kinds):
+        raise SpecError("--modality text reads text files (one caption per line) or Parquet "
+                        "tables (--text-column), not tars")
+    if any(kinds):
+        if not all(kinds):
+            raise SpecError("one job reads one kind of source: text files or Parquet tables "
+                            f"(got {', '.join(storage.redact(s) for s in sources)})")
+        containers = [c for k in kinds if k for c in k[1]]
+        if not storage.is_url(containers[0]):
+            containers = [os.path.abspath(c) for c in containers]
+        return _tables(containers, options)
+    if options.get("text_column"):
+        raise SpecError("--text-column needs Parquet sources (a text file's captions are its "
+                        "lines)")
+    if options.get("keep_columns"):
+        raise SpecError("--keep-columns needs Parquet sources (a text file has no columns)")
+    if options.get("key_column"):
+        raise SpecError("--key-column needs Parquet sources (a text file's rows are named by "
+                        "their line numbers)")
+    files = [f for s in sources for f in text_files(s)]
+    if len(set(files)) != len(files):
+        raise SpecError("a text file is named twice in the sources")
+    if not storage.is_url(files[0]):
+        files = [os.path.abspath(f) for f in files]
+    return InputList.from_listing(list_lines(files))

@@ -1,10 +1,11 @@
 """The source contract: items with stable unique names, and references a loader can open.
 
-A source (``files``: folders, list files, globs; ``tars``: webdataset shards; ``tables``: Parquet)
-is listed once, in the driver, into an ``InputList``: the items' names in a fixed order plus, per
-item, which kind of source it came from and where its bytes are (a tar's path + the sample's byte
-range, a table's path + row group + row). The list is frozen in ``OUT/inputs.npz``, so a resume
-never lists again. Loader processes turn a batch's ``ItemRef``s into bytes (``reader.BatchReader``).
+A source (``files``: folders, list files, globs; ``tars``: webdataset shards; ``tables``: Parquet;
+``lines``: the captions of text files) is listed once, in the driver, into an ``InputList``: the
+items' names in a fixed order plus, per item, which kind of source it came from and where its bytes
+are (a tar's path + the sample's byte range, a table's path + row group + row). The list is frozen
+in ``OUT/inputs.npz``, so a resume never lists again. Loader processes turn a batch's ``ItemRef``s
+into bytes (``reader.BatchReader``).
 
 Storage is compact for a million items: names are one byte buffer plus offsets, the references are
 numpy columns, containers (tars, tables) are listed once each; nothing is a per-item Python
@@ -28,6 +29,7 @@ class Kind(IntEnum):
     FILE = 0  # a loose file: root + name
     TAR = 1  # a webdataset sample: bytes [start, start + size) of a tar hold its members
     TABLE = 2  # a Parquet row: row group ``start``, row ``size`` within it
+    LINE = 3  # a text file's line: bytes [start, start + size) of the file (``lines``)
 
 
 class ItemRef(NamedTuple):
@@ -41,7 +43,8 @@ class ItemRef(NamedTuple):
 
 @dataclass(frozen=True)
 class Opened:
-    """An item's encoded image bytes and its carried metadata columns."""
+    """An item's bytes (an encoded image, or a caption's UTF-8 text) and its carried metadata
+    columns."""
 
     data: bytes
     columns: dict[str, Any] = field(default_factory=dict)

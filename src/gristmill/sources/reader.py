@@ -1,8 +1,8 @@
 """Opening a batch's items inside a loader process: ``ItemRef``s in, bytes (or ItemErrors) out.
 
-Consecutive items of one tar are read with one range read, of one table by row group; loose files
-one by one. Every failure is an ``ItemError`` in the item's place (the batch goes on); the reader
-never raises for a bad item.
+Consecutive items of one tar, or lines of one text file, are read with one range read, of one table
+by row group; loose files one by one. Every failure is an ``ItemError`` in the item's place (the
+batch goes on); the reader never raises for a bad item.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from . import storage
 from .base import ItemRef, Kind, Opened
+from .lines import open_line_run
 from .tables import TableReader
 from .tars import open_tar_run
 
@@ -52,6 +53,8 @@ class BatchReader:
                 out += open_tar_run(group, self.options)
             elif kind == Kind.TABLE:
                 out += self.tables.open(group, self.options)
+            elif kind == Kind.LINE:
+                out += open_line_run(group)
             else:
                 for ref in group:
                     try:

@@ -1,4 +1,6 @@
-"""Parquet tables: one row is one item; its image is a bytes cell, or a path relative to the table.
+"""Parquet tables: one row is one item; its image is a bytes cell, or a path relative to the table;
+with ``--modality text`` its caption is a string cell (``text_column``, default the first of
+``caption text txt``; a null or blank cell is an error row).
 
 Listing (driver): only each file's footer and the key column are read (``pyarrow``), never the
 image column. The image column is ``image_column`` or the first of ``jpg png webp image img``
@@ -23,6 +25,7 @@ from . import storage
 from .base import ItemRef, Kind, Listing, Opened, display_name
 
 AUTO_COLUMNS = ("jpg", "png", "webp", "image", "img")
+AUTO_TEXT_COLUMNS = ("caption", "text", "txt")
 
 
 def _pq() -> Any:
@@ -60,10 +63,32 @@ def _image_column(schema: Any, options: dict[str, Any], where: str) -> str:
                     f"give --image-column or --path-column (columns: {', '.join(names)})")
 
 
+def _text_column(schema: Any, options: dict[str, Any], where: str) -> str:
+    import pyarrow as pa
+
+    names = schema.names
+    chosen = options.get("text_column") or ""
+    if not chosen:
+        chosen = next((n for n in AUTO_TEXT_COLUMNS if n in names), "")
+        if not chosen:
+            raise SpecError(f"{where} has no text column ({'/'.join(AUTO_TEXT_COLUMNS)}): give "
+                            f"--text-column (columns: {', '.join(names)})")
+    elif chosen not in names:
+        raise SpecError(f"--text-column {chosen}: {where} has no such column "
+                        f"(columns: {', '.join(names)})")
+    kind = schema.field(chosen).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)):
+        raise SpecError(f"--text-column {chosen}: {where} holds {kind} there, not text")
+    return chosen
+
+
 def _check_table(schema: Any, options: dict[str, Any], where: str) -> dict[str, str]:
     names = schema.names
     read: dict[str, str] = {}
-    if options.get("path_column"):
+    if options.get("modality") == "text":
+        read["text_column"] = _text_column(schema, options, where)
+    elif options.get("path_column"):
         if options["path_column"] not in names:
             raise SpecError(f"--path-column {options['path_column']}: {where} has no such "
                             f"column (columns: {', '.join(names)})")
@@ -118,6 +143,7 @@ def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Li
     _check_unique(listing, read["key_column"])
     listing.options = {"image_column": read.get("image_column", ""),
                        "path_column": read.get("path_column", ""),
+                       **({"text_column": read["text_column"]} if "text_column" in read else {}),
                        "keep": list(options.get("keep_columns") or ())}
     return listing
 
@@ -164,8 +190,10 @@ class TableReader:
         from ..transforms import ItemError
 
         image, path_col = options.get("image_column", ""), options.get("path_column", "")
+        text = options.get("text_column", "")
         keep = list(options.get("keep", ()))
-        columns = [image or path_col, *[c for c in keep if c != (image or path_col)]]
+        main = text or image or path_col
+        columns = [main, *[c for c in keep if c != main]]
         out: list[Any] = []
         for r in refs:
             location = str(r.location)
@@ -177,12 +205,22 @@ class TableReader:
                 continue
             row = {c: group.column(c)[r.size].as_py() for c in columns}
             try:
-                data = _cell_bytes(row[columns[0]], location, columns[0], bool(path_col))
+                data = (_cell_text(row[main], main) if text else
+                        _cell_bytes(row[main], location, main, bool(path_col)))
             except ItemError as exc:
                 out.append(exc)
                 continue
             out.append(Opened(data, {c: _plain(row[c]) for c in keep}))
         return out
+
+
+def _cell_text(cell: Any, column: str) -> bytes:
+    """A caption cell as UTF-8 bytes (a null or blank cell is an error row)."""
+    from ..transforms import ItemError
+
+    if cell is None or not str(cell).strip():
+        raise ItemError("read", f"column {column!r} is {'null' if cell is None else 'blank'}")
+    return str(cell).encode("utf-8")
 
 
 def _cell_bytes(cell: Any, table: str, column: str, is_path: bool) -> bytes:
