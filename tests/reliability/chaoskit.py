@@ -5,6 +5,14 @@ within the undisturbed run's duration SIGKILLs one random descendant of the driv
 drawn first, so the one fork server and the one resource tracker are hit as often as the many
 loaders), and optionally SIGSTOPs a worker for a while (the stall path) before SIGCONT. It then
 checks what a user would: the exit code, the rows, stderr, the processes and ``/dev/shm``.
+
+The checks look at the round's own job only, so rounds run beside other jobs (another test, another
+user) neither fail for those jobs' processes or names nor hide their own: the job runs with an
+environment tag that every process of it inherits (``faultkit.tagged``: a worker orphaned by its
+fork server's death counts, a process that later reuses one of the job's pids does not), and its
+``/dev/shm`` names all start with ``gristmill-<driver pid>-``. A victim is signalled through a
+pidfd opened while it is still a descendant of the driver, never by a pid that may have been
+reused by then.
 """
 
 from __future__ import annotations
@@ -12,16 +20,17 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
-from faultkit import _cmdline, _ppid, descendants, start, wait_for
-from jobhelp import alive
+from faultkit import _cmdline, _ppid, descendants, start, tagged, wait_for
 
 KINDS = ("fork server", "resource tracker", "shm cleaner", "worker", "loader")
 
@@ -59,6 +68,12 @@ def max_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> f
     return max(float(np.abs(got[k] - want[k]).max()) for k in want)
 
 
+def other_jobs_name(entry: str, driver: int) -> bool:
+    """Whether ``/dev/shm`` ``entry`` was named by a gristmill driver other than ``driver``."""
+    found = re.match(r"(?:sem\.)?gristmill-(\d+)-", entry)
+    return found is not None and int(found.group(1)) != driver
+
+
 def shm_entries(pid: int) -> set[str]:
     """``/dev/shm`` entries named by driver ``pid``: rings and the semaphores named after them."""
     prefix = f"gristmill-{pid}-"
@@ -67,6 +82,7 @@ def shm_entries(pid: int) -> set[str]:
 
 @dataclass
 class Round:
+    driver: int = 0
     returncode: int = -1
     seconds: float = 0.0
     kills: list[tuple[float, str, int]] = field(default_factory=list)
@@ -75,6 +91,7 @@ class Round:
     stdout: str = ""
     left_alive: list[int] = field(default_factory=list)
     left_shm: set[str] = field(default_factory=set)
+    held_pipes: bool = False  # the driver exited but a process of the job kept stderr open
 
     def problems(self) -> list[str]:
         out = []
@@ -86,6 +103,8 @@ class Round:
                    if not line.startswith(("gristmill: ", "  "))]
         if foreign:
             out.append(f"stderr lines not gristmill's: {foreign[:3]}")
+        if self.held_pipes:
+            out.append("the job's output stayed open after the driver exited")
         if self.left_alive:
             out.append(f"processes alive after: {self.left_alive}")
         if self.left_shm:
@@ -100,41 +119,44 @@ def chaos_round(args: list[str], *, duration: float, kills: int, stops: int,
     events = sorted([(rng.uniform(0.1, duration), "kill") for _ in range(kills)]
                     + [(rng.uniform(0.3, duration), "stop") for _ in range(stops)])
     started = time.monotonic()
-    job = start(*args)
-    seen: set[int] = set()
+    tag = uuid.uuid4().hex
+    job = start(*args, extra_env={"GRISTMILL_TEST_JOB": tag})
     try:
         for at, what in events:
             while time.monotonic() - started < at and job.poll() is None:
-                seen.update(descendants(job.pid))
                 time.sleep(0.02)
             if job.poll() is not None:
                 break
             kinds = {k: v for k, v in tree(job.pid).items() if v}
-            seen.update(p for v in kinds.values() for p in v)
             if what == "kill" and kinds:
                 kind = rng.choice(sorted(kinds))
                 victim = rng.choice(kinds[kind])
-                _signal(victim, signal.SIGKILL)
-                result.kills.append((round(time.monotonic() - started, 2), kind, victim))
+                if _signal(victim, signal.SIGKILL, job.pid):
+                    result.kills.append((round(time.monotonic() - started, 2), kind, victim))
             elif what == "stop" and kinds.get("worker"):
                 victim = rng.choice(kinds["worker"])
                 pause = rng.uniform(0.5, stall_timeout + 2.0)
-                _signal(victim, signal.SIGSTOP)
-                time.sleep(pause)
-                _signal(victim, signal.SIGCONT)
-                result.stops.append((round(time.monotonic() - started, 2), victim, pause))
-        while job.poll() is None:
-            seen.update(descendants(job.pid))
-            time.sleep(0.05)
-        result.stdout, result.stderr = job.communicate(timeout=600)
+                if _signal(victim, signal.SIGSTOP, job.pid):
+                    time.sleep(pause)
+                    _signal(victim, signal.SIGCONT, job.pid)
+                    result.stops.append((round(time.monotonic() - started, 2), victim, pause))
+        job.wait(timeout=600)
+        result.seconds = time.monotonic() - started
+        try:  # EOF once every process of the job has closed the pipes: 30 s is plenty
+            result.stdout, result.stderr = job.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            result.held_pipes = True
     finally:
         if job.poll() is None:
             job.kill()
-            job.communicate()
-    result.returncode = job.returncode
-    result.seconds = time.monotonic() - started
-    wait_for(lambda: not [p for p in seen if alive(p)], timeout=10)
-    result.left_alive = [p for p in seen if alive(p)]
+        wait_for(lambda: not tagged(tag), timeout=10)
+        result.left_alive = tagged(tag)
+        for pid in result.left_alive:  # the next round starts clean whatever this one left
+            _signal(pid, signal.SIGKILL, tag=tag)
+        if job.stdout is not None and not job.stdout.closed:
+            out, err = job.communicate()
+            result.stdout, result.stderr = result.stdout + out, result.stderr + err
+    result.driver, result.returncode = job.pid, job.returncode
     wait_for(lambda: not shm_entries(job.pid), timeout=5)
     result.left_shm = shm_entries(job.pid)
     return result
@@ -148,6 +170,19 @@ def undisturbed(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     return time.monotonic() - started, done
 
 
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def _signal(pid: int, sig: int, driver: int | None = None, tag: str = "") -> bool:
+    """Send ``sig`` to ``pid`` if it is still a descendant of ``driver`` (or, without one, still
+    a process of the job ``tag``); True if sent."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:  # the pidfd pins the process: checked now, it is the one signalled
+        if pid not in (descendants(driver) if driver is not None else tagged(tag)):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, sig)
+            return True
+        return False
+    finally:
+        os.close(fd)
