@@ -1,7 +1,9 @@
 """Chaos rounds: a real ``gristmill run`` whose process tree is shot at from start-up to the end.
 
 Shared by ``test_chaos.py`` and ``scripts/chaos.py``. A round starts the CLI, and at random times
-within the undisturbed run's duration SIGKILLs one random descendant of the driver (the kind is
+within the undisturbed run's duration (up to ``LAST`` of it: a round with faults is slower than
+the undisturbed run, seldom faster, so the last kills still land) SIGKILLs one random
+descendant of the driver (the kind is
 drawn first, so the one fork server and the one resource tracker are hit as often as the many
 loaders), and optionally SIGSTOPs a worker for a while (the stall path) before SIGCONT. It then
 checks what a user would: the exit code, the rows, stderr, the processes and ``/dev/shm``.
@@ -32,6 +34,7 @@ import h5py
 import numpy as np
 from faultkit import _cmdline, _ppid, descendants, start, tagged, wait_for
 
+LAST = 0.9  # the latest kill, as a fraction of the undisturbed run's duration
 KINDS = ("fork server", "resource tracker", "shm cleaner", "worker", "loader")
 
 
@@ -92,6 +95,7 @@ class Round:
     left_alive: list[int] = field(default_factory=list)
     left_shm: set[str] = field(default_factory=set)
     held_pipes: bool = False  # the driver exited but a process of the job kept stderr open
+    orphans: dict[int, str] = field(default_factory=dict)  # outlived their parent while it ran
 
     def problems(self) -> list[str]:
         out = []
@@ -105,6 +109,8 @@ class Round:
             out.append(f"stderr lines not gristmill's: {foreign[:3]}")
         if self.held_pipes:
             out.append("the job's output stayed open after the driver exited")
+        if self.orphans:
+            out.append(f"processes of the job outlived their parent: {self.orphans}")
         if self.left_alive:
             out.append(f"processes alive after: {self.left_alive}")
         if self.left_shm:
@@ -116,31 +122,38 @@ def chaos_round(args: list[str], *, duration: float, kills: int, stops: int,
                 rng: random.Random, stall_timeout: float = 3.0) -> Round:
     """Run ``gristmill run ARGS`` with ``kills`` SIGKILLs and ``stops`` SIGSTOP/SIGCONTs."""
     result = Round()
-    events = sorted([(rng.uniform(0.1, duration), "kill") for _ in range(kills)]
-                    + [(rng.uniform(0.3, duration), "stop") for _ in range(stops)])
+    end = LAST * duration
+    events = sorted([(rng.uniform(0.1, end), "kill") for _ in range(kills)]
+                    + [(rng.uniform(0.3, end), "stop") for _ in range(stops)])
     started = time.monotonic()
     tag = uuid.uuid4().hex
     job = start(*args, extra_env={"GRISTMILL_TEST_JOB": tag})
+    orphans = _Orphans(tag, job.pid)
     try:
         for at, what in events:
             while time.monotonic() - started < at and job.poll() is None:
+                orphans.look()
                 time.sleep(0.02)
             if job.poll() is not None:
                 break
-            kinds = {k: v for k, v in tree(job.pid).items() if v}
-            if what == "kill" and kinds:
-                kind = rng.choice(sorted(kinds))
-                victim = rng.choice(kinds[kind])
-                if _signal(victim, signal.SIGKILL, job.pid):
-                    result.kills.append((round(time.monotonic() - started, 2), kind, victim))
-            elif what == "stop" and kinds.get("worker"):
+            if what == "kill":
+                landed = _kill_one(job, rng)
+                if landed is not None:
+                    result.kills.append((round(time.monotonic() - started, 2), *landed))
+                continue
+            kinds = tree(job.pid)
+            if kinds.get("worker"):
                 victim = rng.choice(kinds["worker"])
                 pause = rng.uniform(0.5, stall_timeout + 2.0)
                 if _signal(victim, signal.SIGSTOP, job.pid):
                     time.sleep(pause)
                     _signal(victim, signal.SIGCONT, job.pid)
                     result.stops.append((round(time.monotonic() - started, 2), victim, pause))
-        job.wait(timeout=600)
+        deadline = time.monotonic() + 600
+        while job.poll() is None and time.monotonic() < deadline:
+            orphans.look()
+            time.sleep(0.05)
+        job.wait(timeout=1)
         result.seconds = time.monotonic() - started
         try:  # EOF once every process of the job has closed the pipes: 30 s is plenty
             result.stdout, result.stderr = job.communicate(timeout=30)
@@ -157,9 +170,38 @@ def chaos_round(args: list[str], *, duration: float, kills: int, stops: int,
             out, err = job.communicate()
             result.stdout, result.stderr = result.stdout + out, result.stderr + err
     result.driver, result.returncode = job.pid, job.returncode
+    result.orphans = orphans.found
     wait_for(lambda: not shm_entries(job.pid), timeout=5)
     result.left_shm = shm_entries(job.pid)
     return result
+
+
+class _Orphans:
+    """Processes of the job (by tag) that outlive their parent while the driver runs: each is to
+    die with it (``PR_SET_PDEATHSIG``); one that still runs ``GRACE`` seconds after it was first
+    seen orphaned (a SIGKILLed process may take a moment to go) is recorded."""
+
+    GRACE = 1.0
+    EVERY = 0.25
+
+    def __init__(self, tag: str, driver: int) -> None:
+        self.tag, self.driver = tag, driver
+        self.first: dict[int, float] = {}
+        self.found: dict[int, str] = {}
+        self.last = 0.0
+
+    def look(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.EVERY:
+            return
+        self.last = now
+        job = set(tagged(self.tag))
+        orphaned = [p for p in job - {self.driver} if _ppid(p) not in job]
+        self.first = {p: self.first.get(p, now) for p in orphaned}
+        for pid in orphaned:
+            if now - self.first[pid] >= self.GRACE:
+                self.found[pid] = kind_of(pid, self.driver) + " " + _cmdline(pid)[:80].decode(
+                    errors="replace").replace("\0", " ")
 
 
 def undisturbed(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -168,6 +210,21 @@ def undisturbed(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     stdout, stderr = job.communicate(timeout=600)
     done = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
     return time.monotonic() - started, done
+
+
+def _kill_one(job: subprocess.Popen, rng: random.Random) -> tuple[str, int] | None:
+    """SIGKILL one random descendant of ``job``'s driver; (kind, pid), or None if the job ended
+    first. A victim that is gone by the time it is signalled (a process that was exiting, the
+    children of a server killed a moment before) does not count: another is drawn."""
+    while job.poll() is None:
+        kinds = {k: v for k, v in tree(job.pid).items() if v}
+        if kinds:
+            kind = rng.choice(sorted(kinds))
+            victim = rng.choice(kinds[kind])
+            if _signal(victim, signal.SIGKILL, job.pid):
+                return kind, victim
+        time.sleep(0.02)
+    return None
 
 
 def _signal(pid: int, sig: int, driver: int | None = None, tag: str = "") -> bool:
