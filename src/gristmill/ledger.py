@@ -90,16 +90,34 @@ def commit_parts(store: Store, shard: Shard, parts: dict[str, Callable[[str], No
     """Publish each file ``rel -> write(local_path)`` of a shard, then its marker, last.
 
     False (nothing more written) when the shard was already committed, before or meanwhile.
+    A commit that fails part-way (a later file or the marker cannot be written: a full disk)
+    removes the files it had published, so OUT holds no file of a shard that does not exist.
     """
     mark = marker_name(shard)
     if store.exists(mark):
         return False
-    for rel, write in parts.items():
-        store.makedirs(os.path.dirname(rel))
-        if not store.publish(rel, write, abort=lambda: store.exists(mark)):
-            return False
-    store.put_bytes(mark, json.dumps(marker, sort_keys=True).encode())
+    published: list[str] = []
+    try:
+        for rel, write in parts.items():
+            store.makedirs(os.path.dirname(rel))
+            if not store.publish(rel, write, abort=lambda: store.exists(mark)):
+                return False
+            published.append(rel)
+        store.put_bytes(mark, json.dumps(marker, sort_keys=True).encode())
+    except BaseException:
+        _unpublish(store, mark, published)
+        raise
     return True
+
+
+def _unpublish(store: Store, mark: str, published: list[str]) -> None:
+    """Remove the files of a failed commit, unless another attempt committed the shard meanwhile
+    (its files have the same names: they are now part of a shard)."""
+    with contextlib.suppress(Exception):  # the commit's own error is the one to report
+        if store.exists(mark):
+            return
+        for rel in published:
+            store.remove(rel)
 
 
 def read_marker(out: str | Store, shard: Shard) -> dict[str, Any] | None:

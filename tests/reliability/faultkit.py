@@ -18,10 +18,11 @@ SRC = HERE.parents[1] / "src"
 TINY = ["--model", "tinynet:make", "--resize", "32x32", "--device", "cpu", "--no-progress"]
 
 
-def env() -> dict[str, str]:
+def env(**extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), str(HERE.parent)])  # tinynet, photos
     e.pop("PYTHONWARNINGS", None)
+    e.update(extra)
     return e
 
 
@@ -35,9 +36,33 @@ def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
                           timeout=timeout, **kw)
 
 
-def start(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE,
+def start(*args: str, extra_env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(cli(*args), env=env(**(extra_env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+TAG = "GRISTMILL_TEST_JOB"  # an environment variable no gristmill code reads
+
+
+def tagged(tag: str) -> list[int]:
+    """Live processes whose environment holds ``GRISTMILL_TEST_JOB=tag``: every process of a job
+    started with that tag (children inherit it), including one its parent's death reparented,
+    and never an unrelated process that reused a pid of the job."""
+    needle = b"\0" + f"{TAG}={tag}".encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and needle in b"\0" + environ + b"\0":
+            found.append(int(entry))
+    return found
 
 
 def make_images(root: Path, n: int, *, size: int = 64, per_folder: int = 200) -> list[str]:

@@ -65,3 +65,31 @@ def test_stale_temporary_files_are_swept(tmp_path):
     ledger.remove_stale_temps(out)
     assert sorted(os.listdir(out)) == ["notes.tmp", "shards"]
     assert os.listdir(os.path.join(out, "shards")) == []
+
+
+def test_failed_marker_write_removes_the_shard_files(tmp_path, monkeypatch):
+    """The disk fills between the shard's files and its marker: no orphan file stays."""
+    out, shard = _out(tmp_path), Shard(2, 20, 30)
+    store = ledger.Store(out)
+    put = store.put_bytes
+
+    def full(rel: str, data: bytes) -> None:
+        if rel == ledger.marker_name(shard):
+            raise OSError(28, "No space left on device")
+        put(rel, data)
+
+    monkeypatch.setattr(store, "put_bytes", full)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(b"rows")
+
+    parts = {f"{ledger.SHARDS_DIR}/{shard.name}.h5": write, f"meta/{shard.name}.parquet": write}
+    with pytest.raises(OSError):
+        ledger.commit_parts(store, shard, parts, {})
+    assert os.listdir(os.path.join(out, ledger.SHARDS_DIR)) == []
+    assert os.listdir(os.path.join(out, "meta")) == []
+    monkeypatch.setattr(store, "put_bytes", put)  # the disk has room again: the retry commits
+    assert ledger.commit_parts(store, shard, parts, {"n": 1})
+    assert sorted(os.listdir(os.path.join(out, ledger.SHARDS_DIR))) == [
+        "shard-000002.h5", "shard-000002.json"]

@@ -60,3 +60,20 @@ def test_a_ring_attached_elsewhere_sees_the_same_memory():
         other.close()
         assert os.path.exists(f"/dev/shm/{spec.name}")
     assert not os.path.exists(f"/dev/shm/{spec.name}")
+
+
+def test_closing_a_ring_unlinks_the_semaphores_named_after_it():
+    """A pool whose stop failed before unlinking its queues' semaphores leaves no name behind
+    once its owner closes the ring."""
+    from gristmill.loader import shm
+
+    ring = SlotRing(RingSpec.new(2, 1, (3, 4, 4)), create=True)
+    try:
+        queue = shm.NamedContext(f"{ring.spec.name}-1").Queue()  # three named semaphores
+        named = {n for n in os.listdir(shm.SHM_DIR) if ring.spec.name in n}
+        assert len(named) == 4, named  # the segment and the queue's semaphores
+        queue.close()
+        ring.close()
+        assert not [n for n in os.listdir(shm.SHM_DIR) if ring.spec.name in n]
+    finally:
+        shm.sweep(ring.spec.name)

@@ -10,8 +10,9 @@ torch on the same cores would skew.
 
 The server is a child of the driver (the fork server runs a fresh interpreter, never a copy of the
 driver) and exits when the driver does; workers are its children, with ``PR_SET_PDEATHSIG``, so
-they follow. It outlives a job in a long Python session and is reused by the next job: its
-environment is the driver's at the time it started. Where the platform has no fork server (Windows),
+they follow, from the moment they are forked (``server_children``). It outlives a job in a long
+Python session and is reused by the next job: its environment is the driver's at the time it
+started. Where the platform has no fork server (Windows),
 workers are spawned as before.
 """
 
@@ -25,6 +26,7 @@ from multiprocessing.context import BaseContext
 log = logging.getLogger(__name__)
 
 PRELOAD = "gristmill.engines.preload"
+GUARD = "gristmill.engines.server_children"  # its children die with the server (see there)
 
 
 def context() -> BaseContext:
@@ -32,7 +34,7 @@ def context() -> BaseContext:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])  # takes effect when the server starts, not after
+    ctx.set_forkserver_preload([GUARD, PRELOAD])  # takes effect when the server starts
     return ctx
 
 

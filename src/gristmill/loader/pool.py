@@ -117,26 +117,28 @@ class LoaderPool:
         self._stop(kill=False)
 
     def _stop(self, *, kill: bool) -> None:
-        if not kill and self.tasks is not None:
-            with contextlib.suppress(queue.Empty, OSError, ValueError):
-                while True:  # tasks queued ahead of STOP would wait for slots nobody frees
-                    self.tasks.get_nowait()
-            for _ in self.procs:
-                self.tasks.put(STOP)
-        deadline = time.monotonic() + (0.0 if kill else 2.0)
-        for p in self.procs:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-        for q in (self.tasks, self.free, self.ready):
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
-        self.procs = []
-        self.tasks = self.free = self.ready = None
-        if isinstance(self.ctx, shm.NamedContext):
-            self.ctx.unlink()
+        try:
+            if not kill and self.tasks is not None:
+                with contextlib.suppress(queue.Empty, OSError, ValueError):
+                    while True:  # tasks queued ahead of STOP would wait for slots nobody frees
+                        self.tasks.get_nowait()
+                for _ in self.procs:
+                    self.tasks.put(STOP)
+            deadline = time.monotonic() + (0.0 if kill else 2.0)
+            for p in self.procs:
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=5)
+            for q in (self.tasks, self.free, self.ready):
+                if q is not None:
+                    q.cancel_join_thread()
+                    q.close()
+        finally:  # whatever failed above, no name of this incarnation outlives it
+            self.procs = []
+            self.tasks = self.free = self.ready = None
+            if isinstance(self.ctx, shm.NamedContext):
+                self.ctx.unlink()
 
     def close(self) -> None:
         """Stop the processes and unlink the ring (idempotent; see the shutdown NOTE)."""

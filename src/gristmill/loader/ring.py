@@ -65,8 +65,8 @@ class SlotRing:
         self._views = []
         with contextlib.suppress(BufferError, OSError):
             self._shm.close()
-        if self.owner:
-            shm.unlink_segment(self.spec.name)
+        if self.owner:  # and the semaphores named after it, should a pool's stop have failed
+            unlink(self.spec.name)
 
     def __enter__(self) -> SlotRing:
         return self
