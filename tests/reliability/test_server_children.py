@@ -63,3 +63,26 @@ def test_the_guard_exits_a_child_whose_server_already_died() -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
+
+
+# A driver that exits while the fork server forks a child for it: the child finds its job pipe
+# closed. Asked of the real fork server with the real preload list; its stderr is the terminal's.
+ORPHAN = r"""
+import os, sys, time
+import multiprocessing.forkserver as fs
+from gristmill.engines.forkserver import context
+context()  # sets the preload list (the guard first)
+status_r, data_w = fs._forkserver.connect_to_new_process([])
+pid = fs.read_signed(status_r)
+os.close(data_w)  # the driver leaves before writing the child's job
+code = fs.read_signed(status_r)
+print(pid > 0, code)
+"""
+
+
+def test_a_child_whose_driver_left_before_its_job_exits_without_a_traceback() -> None:
+    done = subprocess.run([sys.executable, "-c", ORPHAN], env=env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "1"]  # the child ran and failed: EOF reading its job
+    assert "Traceback" not in done.stderr and "EOFError" not in done.stderr, done.stderr

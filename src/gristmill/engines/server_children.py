@@ -6,6 +6,11 @@ child first reads and unpickles its job from the driver, milliseconds to seconds
 A server killed in that window left an orphan that loaded the model (all its memory, a GPU's too)
 and only exited when it found the driver's pipe closed. So the after-fork hook sets
 ``PR_SET_PDEATHSIG`` in the child at once and exits if the server is already gone.
+
+The same window has a quieter cousin: a driver that exits (a bad option, a missing model) while the
+server is forking the warm-up probe leaves the child reading its job from a closed pipe. Python's
+fork server prints that ``EOFError`` with a whole traceback on the driver's terminal, after the
+driver's own one-line error; the hook makes the child's last words silent for that case only.
 """
 
 from __future__ import annotations
@@ -13,8 +18,17 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 
 PR_SET_PDEATHSIG = 1
+
+
+def _quiet_when_orphaned(kind: type[BaseException], value: BaseException, tb: object) -> None:
+    """A forked child's uncaught error, as the fork server reports it: an ``EOFError`` means the
+    driver left before sending the child its job, which nobody needs to read about."""
+    if issubclass(kind, EOFError):
+        return
+    sys.__excepthook__(kind, value, tb)
 
 
 def install() -> None:
@@ -34,6 +48,7 @@ def install() -> None:
             return
         forking[0] = False
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        sys.excepthook = _quiet_when_orphaned
         if os.getppid() != server:  # the server died before the line above: nobody wants us
             os._exit(0)
 
