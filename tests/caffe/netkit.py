@@ -94,3 +94,45 @@ def random_weights(proto: str, out: str, seed: int = 0, scale: float = 0.2) -> s
             blob.data.extend(values.astype(np.float32).ravel().tolist())
     Path(out).write_bytes(net.SerializeToString())
     return out
+
+
+# A user module of Python layers, as users write them beside their prototxt (``import caffe``).
+USER_LAYERS = '''
+import json
+
+import caffe
+import numpy as np
+
+
+class ScaleShift(caffe.Layer):
+    """top = bottom * scale + shift, both from param_str; backward passes scale * diff."""
+
+    def setup(self, bottom, top):
+        if len(bottom) != 1 or len(top) != 1:
+            raise Exception("ScaleShift takes one bottom and makes one top")
+        params = json.loads(self.param_str)
+        self.scale, self.shift = params["scale"], params["shift"]
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data * self.scale + self.shift
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff * self.scale
+
+
+class SumAndMax(caffe.Layer):
+    """Two tops of a new shape: per-item sum and max."""
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].num, 1)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        flat = bottom[0].data.reshape(bottom[0].num, -1)
+        top[0].data[:, 0] = flat.sum(1)
+        top[1].data[:, 0] = flat.max(1)
+'''

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from .netkit import USER_LAYERS as MODULE
 from .netkit import layer, write_net
 
 SHAPE = (2, 3, 8, 8)
@@ -251,31 +252,6 @@ def test_keyword_diffs_equal_set_diffs_and_param_diffs_accumulate(tmp_path):
     assert set(out) == {"pool1"}
     np.testing.assert_allclose(out["pool1"], first["pool1"], rtol=1e-6)
     assert net.params["conv2"][0].diff.any() and not net.params["conv1"][0].diff.any()
-
-
-MODULE = '''
-import json
-
-import caffe
-
-
-class ScaleShift(caffe.Layer):
-    """top = bottom * scale + shift; backward passes scale * diff."""
-
-    def setup(self, bottom, top):
-        params = json.loads(self.param_str)
-        self.scale, self.shift = params["scale"], params["shift"]
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*bottom[0].data.shape)
-
-    def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data * self.scale + self.shift
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            bottom[0].diff[...] = top[0].diff * self.scale
-'''
 
 
 @pytest.fixture
