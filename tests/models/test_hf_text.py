@@ -191,3 +191,13 @@ def test_text_encoding_matches_the_tokenizer(snapshots) -> None:
         np.testing.assert_array_equal(ids, theirs["input_ids"])
         np.testing.assert_array_equal(mask, theirs["attention_mask"])
         assert (mask.sum(axis=1) == 16).any()  # the long caption was truncated
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_a_text_tower_holds_no_image_weights(kind, snapshots) -> None:
+    from gristmill.models.hf import build_text
+
+    tower = build_text(ModelSpec(ref=f"hf:{snapshots[kind]}"))
+    names = [name for name, _ in tower.model.named_parameters()]
+    assert names and all(name.split(".")[0].startswith(("text", "logit")) for name in names), names
+    assert not any("vision" in name or "visual" in name for name in names)

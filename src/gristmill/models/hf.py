@@ -318,6 +318,10 @@ def build_text(spec: ModelSpec) -> TextTower:
         raise SpecError(f"--modality text: model {spec.ref} ({type(model).__name__}) has no "
                         "text tower")
     use_mask = "attention_mask" in _tokenizer(folder, spec.ref).model_input_names
+    # get_text_features never reads the image side; dropping it halves a CLIP worker's weights
+    for name in ("vision_model", "visual_projection"):
+        if isinstance(getattr(model, name, None), nn.Module):
+            setattr(model, name, None)
     return TextTower(model, spec.normalize, use_mask).eval()
 
 
