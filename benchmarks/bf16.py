@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "bf16"
 
 
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
 def vit_b32_snapshot() -> Path:
     """A CLIP model with ViT-B/32's vision configuration (random weights) as a local snapshot."""
     folder = WORK / "vit-b32"
@@ -113,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     threads = args.threads or os.cpu_count() or 1
-    flags = cpu_flags()
-    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    from gristmill.tuning import BF16_FLAGS, cpu_flags
+
+    native = sorted((cpu_flags() or set()) & BF16_FLAGS)
     print(f"CPU bf16 support: {', '.join(native) or 'none (bf16 is emulated: expect a slowdown)'}"
           f"; threads {threads}, batch {args.batch}, {args.rounds} rounds", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)

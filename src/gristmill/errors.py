@@ -9,6 +9,13 @@ filled up): committed shards are kept, the CLI exits 1, and the same command res
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class GristmillError(Exception):
     """Base of every error gristmill raises on purpose."""
 

@@ -34,11 +34,11 @@ class _OneLine(logging.Formatter):
 
 
 class _Ours(logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+    """gristmill's stderr handler, by type: a later ``configure`` replaces it, not a user's."""
 
 
 class _OurFile(logging.FileHandler):
-    pass
+    """gristmill's ``--log-file`` handler, told apart the same way."""
 
 
 def configure(setup: LogSetup) -> None:

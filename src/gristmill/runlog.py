@@ -84,8 +84,8 @@ def _proc_field(path: str, key: str) -> str | None:
             for line in f:
                 if line.startswith(key):
                     return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    except OSError:  # not Linux, or /proc hidden: the field is unknown
+        return None
     return None
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
+from .errors import first_line
 from .spec import Preprocess
 
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -135,7 +136,7 @@ def _decode_pillow(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise ItemError("decode", "not a recognised image format") from None
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise ItemError("decode", message) from None
 
 

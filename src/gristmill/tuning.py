@@ -89,20 +89,27 @@ def combined_bound(cores: int, decode_rate: float, model_rate: float) -> float:
 
 
 # -- mechanism -------------------------------------------------------------------------------------
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); None when unknown.
-
-    Without them PyTorch emulates bf16 and ``--precision bf16`` runs slower than fp32.
-    """
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The CPU's feature flags as Linux lists them; None when unknown (no such file or line)."""
     try:
         with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f
                           if line.startswith("flags")), None)
     except OSError:
         return None
-    if flags is None:
-        return None
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return None if flags is None else set(flags)
+
+
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); None when unknown.
+
+    Without them PyTorch emulates bf16 and ``--precision bf16`` runs slower than fp32.
+    """
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else bool(BF16_FLAGS & flags)
 
 
 def tune_allocator() -> bool:

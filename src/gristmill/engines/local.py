@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .. import ledger, logs
 from ..loader import shm
 from ..loader.process import die_with_parent
-from ..loader.ring import PREFIX, RingSpec, unlink
+from ..loader.ring import PREFIX, new_name, unlink
 from ..logs import LogSetup
 from ..plan import Shard
 from ..sources import InputList
@@ -193,8 +193,7 @@ class LocalLauncher:
     def start(self, index: int) -> LocalWorker:
         plan = self.plans[index]
         # only the name: the worker knows the item shape (an image's, or a caption's tokens)
-        plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=RingSpec.new(
-            plan.slots, plan.batch_size, ()).name)
+        plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=new_name())
         ours, theirs = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{index}",
                                    args=(self.spec, self.inputs_path, plan, theirs,

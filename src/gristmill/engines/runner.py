@@ -29,7 +29,7 @@ from .. import ledger
 from ..loader.messages import BatchTask, Filled
 from ..loader.pool import LoaderPool
 from ..loader.process import ImageFill
-from ..loader.ring import RingSpec
+from ..loader.ring import RingSpec, new_name
 from ..plan import batches
 from ..sinks.base import get_sink
 from ..sources import InputList, display_name
@@ -103,7 +103,7 @@ class ShardRunner:
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
         fill, item_shape, dtype = self._fill()
-        ring = RingSpec(self.plan.ring_name or RingSpec.new(0, 0, ()).name, self.plan.slots,
+        ring = RingSpec(self.plan.ring_name or new_name(), self.plan.slots,
                         self.plan.batch_size, item_shape, dtype)
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
         # in an undefined state; loaders import only numpy and Pillow (text: tokenizers).

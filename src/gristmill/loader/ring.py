@@ -37,8 +37,7 @@ class RingSpec:
     @staticmethod
     def new(slots: int, batch: int, item_shape: tuple[int, ...],
             dtype: str = "float32") -> RingSpec:
-        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
-        return RingSpec(name, slots, batch, tuple(item_shape), dtype)
+        return RingSpec(new_name(), slots, batch, tuple(item_shape), dtype)
 
     @property
     def slot_bytes(self) -> int:
@@ -73,6 +72,11 @@ class SlotRing:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def new_name() -> str:
+    """A ring name no other ring has (this process's id and a random part)."""
+    return f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
 
 
 def unlink(name: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import SpecError, first_line
 from ..spec import ModelSpec, Preprocess
 from .base import Capabilities, ModelCache, ModelInfo
 
@@ -61,7 +61,7 @@ def instantiate(spec: ModelSpec) -> Any:
     try:
         return cls()
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model {spec.ref}: {cls.__name__}() failed: {first}") from None
 
 
@@ -111,7 +111,7 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
         try:
             names = tuple(call(instance, blank, ["probe"], spec.ref))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise SpecError(f"model {spec.ref} fails on a blank {pre.size[0]}x{pre.size[1]} "
                             f"image: {first}") from None
     if not names:

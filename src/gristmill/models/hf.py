@@ -2,15 +2,8 @@
 local Hugging Face cache) for ``transformers`` vision models and dual encoders (CLIP, SigLIP,
 DINOv2, ViT and others with the same outputs).
 
-Nothing is downloaded unless ``GRISTMILL_HF_DOWNLOAD=1`` is set (and the machine is online): a model
-id missing from the cache is a one-line error. Weights must be safetensors (``model.safetensors``
-or its sharded index); a snapshot with only ``pytorch_model.bin`` (a pickle) is refused unread.
-The weights are mapped (``weightfile.map_tensors``) into a model built without initialising its
-parameters, so the CPU workers of a machine share the snapshot's pages in the page cache.
-
-Preprocessing comes from the snapshot's ``preprocessor_config.json`` (``preset``): size, centre
-crop, mean/std (after the processor's rescale), resampling (bicubic for CLIP), so gristmill's rows
-match what ``transformers``' own image processor makes; the usual flags override it.
+Reading the snapshot (its location, weights, preprocessing, the ``transformers`` model) is
+``hf_snapshot``; this module is what runs.
 
 Outputs (``ImageTower``): ``image_embeds`` (the projected embedding of ``get_image_features``;
 unit vectors with ``--normalize``), ``pooled`` (the vision tower's pooler output), ``cls_token``
@@ -30,28 +23,21 @@ where the tokenizer's ``model_input_names`` list it, as ``transformers`` would p
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import SpecError
+from ..errors import SpecError, first_line
 from ..loader.text import TextEncoding
 from ..spec import ModelSpec, Preprocess
-from . import HF_PREFIX, weightfile
 from .base import Capabilities, ModelCache, ModelInfo
+from .hf_snapshot import load_model, preset, read_json, snapshot, weight_files
 from .torch import TorchModel, flatten_outputs
 
-log = logging.getLogger(__name__)
-
-DOWNLOAD_ENV = "GRISTMILL_HF_DOWNLOAD"
 CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}), pinned_input=True,
                             driver_model=True, normalize=True)
-_FILTERS = {2: "bilinear", 3: "bicubic"}  # PIL's numbering, as the processor configs use it
-_SHORTEST_EDGE_INT = ("CLIP", "Bit", "Chinese")  # processors whose plain int size is the short side
 
 
 TEXT_CAPABILITIES = dataclasses.replace(CAPABILITIES, modalities=frozenset({"image", "text"}))
@@ -59,133 +45,8 @@ TEXT_CAPABILITIES = dataclasses.replace(CAPABILITIES, modalities=frozenset({"ima
 
 def capabilities(spec: ModelSpec) -> Capabilities:
     """Text too where the snapshot's config has a text tower (dual encoders: CLIP, SigLIP)."""
-    config = _read_json(os.path.join(snapshot(spec.ref), "config.json"), spec.ref)
+    config = read_json(os.path.join(snapshot(spec.ref), "config.json"), spec.ref)
     return TEXT_CAPABILITIES if isinstance(config.get("text_config"), dict) else CAPABILITIES
-
-
-# -- the snapshot ----------------------------------------------------------------------------------
-def snapshot(ref: str) -> str:
-    """The snapshot folder ``hf:PATH`` names: the folder itself, or the cached snapshot of a model
-    id (downloaded only when ``GRISTMILL_HF_DOWNLOAD=1``)."""
-    target = ref[len(HF_PREFIX):]
-    if os.path.isdir(target):
-        return os.path.abspath(target)
-    if not target or target.startswith((".", "/")) or target.count("/") > 1:
-        raise SpecError(f"model {ref}: no snapshot folder {target!r}")
-    allowed = os.environ.get(DOWNLOAD_ENV) == "1"
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(target, local_files_only=not allowed)
-    except Exception as exc:
-        why = "it is not in the local Hugging Face cache (gristmill downloads nothing unless " \
-              f"{DOWNLOAD_ENV}=1)" if not allowed else str(exc).splitlines()[0]
-        raise SpecError(f"model {ref}: not a folder, and {why}") from None
-
-
-def _read_json(path: str, ref: str) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SpecError(f"model {ref}: the snapshot has no {os.path.basename(path)}") from None
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"model {ref}: cannot read {os.path.basename(path)}: {exc}") from None
-
-
-def weight_files(folder: str, ref: str) -> list[str]:
-    """The snapshot's safetensors files, each checked (a pickle is refused unread)."""
-    single = os.path.join(folder, "model.safetensors")
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(single):
-        files = [single]
-    elif os.path.isfile(index):
-        shards = sorted(set(_read_json(index, ref).get("weight_map", {}).values()))
-        files = [os.path.join(folder, name) for name in shards]
-    elif any(os.path.isfile(os.path.join(folder, n)) for n in ("pytorch_model.bin",
-                                                               "pytorch_model.bin.index.json")):
-        raise SpecError(f"model {ref}: the snapshot has only pickle weights (pytorch_model.bin); "
-                        "gristmill loads safetensors only (save it with safe_serialization=True)")
-    else:
-        raise SpecError(f"model {ref}: the snapshot has no model.safetensors")
-    for path in files:
-        weightfile.require_safetensors(path)
-    return files
-
-
-def preset(folder: str, ref: str) -> Preprocess:
-    """gristmill's preprocessing equal to the snapshot's image processor config."""
-    cfg = _read_json(os.path.join(folder, "preprocessor_config.json"), ref)
-    kind = str(cfg.get("image_processor_type", ""))
-    resize: int | tuple[int, int] | None = None
-    if cfg.get("do_resize", True):
-        size = cfg.get("size", 224)
-        if isinstance(size, dict) and "shortest_edge" in size:
-            resize = int(size["shortest_edge"])
-        elif isinstance(size, dict) and "height" in size and "width" in size:
-            resize = (int(size["height"]), int(size["width"]))
-        elif isinstance(size, int):
-            resize = size if kind.startswith(_SHORTEST_EDGE_INT) else (size, size)
-        else:
-            raise SpecError(f"model {ref}: unsupported image processor size {size!r}")
-    crop = None
-    if cfg.get("do_center_crop", False):
-        c = cfg.get("crop_size", resize)
-        crop = (int(c["height"]), int(c["width"])) if isinstance(c, dict) else (int(c), int(c))
-    if resize is None and crop is None:
-        raise SpecError(f"model {ref}: the image processor neither resizes nor crops; "
-                        "give --resize HxW")
-    resample = _FILTERS.get(int(cfg.get("resample", 2)))
-    if resample is None:
-        log.warning("model %s: resample filter %s is not offered; using bicubic", ref,
-                    cfg.get("resample"))
-        resample = "bicubic"
-    scale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
-    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if cfg.get("do_normalize", True):
-        mean = tuple(float(m) / scale for m in _three(cfg.get("image_mean", 0.5)))
-        std = tuple(float(s) / scale for s in _three(cfg.get("image_std", 0.5)))
-    elif scale != 1.0:
-        std = (1.0 / scale,) * 3
-    return Preprocess(resize=resize, crop=crop, mean=mean, std=std, channel_order="RGB",
-                      layout="NCHW", resample=resample)
-
-
-def _three(value: Any) -> list[float]:
-    return list(value) if isinstance(value, list | tuple) else [value] * 3
-
-
-def load_model(folder: str, ref: str) -> nn.Module:
-    """The snapshot's ``transformers`` model, eval mode, its weights mapped from the snapshot."""
-    import transformers
-
-    config = _read_json(os.path.join(folder, "config.json"), ref)
-    files = weight_files(folder, ref)
-    try:
-        auto = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:
-        raise SpecError(f"model {ref}: transformers cannot read its config: "
-                        f"{str(exc).splitlines()[0]}") from None
-    arch = (config.get("architectures") or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        cls = transformers.AutoModel._model_mapping.get(type(auto))
-    if cls is None:
-        raise SpecError(f"model {ref}: transformers has no model class for "
-                        f"{arch or auto.model_type}")
-    state: dict[str, torch.Tensor] = {}
-    for path in files:
-        state.update(weightfile.map_tensors(path))
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():  # every parameter is replaced by a mapped tensor below
-        model = cls(auto)
-    result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys:  # renamed keys (older checkpoints): transformers' own loader maps them
-        log.info("model %s: %d keys not in the snapshot by name; loading with transformers",
-                 ref, len(result.missing_keys))
-        model = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True)
-    return model.eval()
 
 
 # -- the module gristmill runs ---------------------------------------------------------------------
@@ -282,7 +143,7 @@ def _tokenizer(folder: str, ref: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model {ref}: the snapshot's tokenizer cannot be loaded: "
                         f"{first}") from None
 
@@ -296,7 +157,7 @@ def text_encoding(spec: ModelSpec) -> TextEncoding:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except Exception as exc:
         raise SpecError(f"model {spec.ref}: transformers cannot read its config: "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{first_line(exc)}") from None
     length = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
     if not isinstance(length, int) or length < 1:
         raise SpecError(f"model {spec.ref}: its text config has no max_position_embeddings")
@@ -361,7 +222,7 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None,
         with torch.inference_mode():
             top = list(flatten_outputs(tower(torch.zeros(1, 3, h, w))))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model {spec.ref} fails on a {h}x{w} image: {first}") from None
     summaries = [n for n in top if n != "last_hidden_state"]
     defaults = next(([n] for n in ("image_embeds", "logits", "pooled") if n in top), summaries[:1])
@@ -380,7 +241,7 @@ def _describe_text(spec: ModelSpec, cache: ModelCache | None) -> ModelInfo:
         with torch.inference_mode():
             top = list(flatten_outputs(tower(tokens)))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model {spec.ref} fails on a caption: {first}") from None
     names = [n for n, _ in tower.named_modules() if n]
     return ModelInfo(outputs=(*top, *names), default_outputs=("text_embeds",),

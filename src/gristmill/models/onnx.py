@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import SpecError, first_line
 from ..spec import ModelSpec
 from .base import FULL_PRECISION, Capabilities, ModelCache, ModelInfo
 from .torch import IMAGENET_PRESET
@@ -36,7 +36,7 @@ def _session(path: str, threads: int, device: str) -> Any:
     try:
         return ort.InferenceSession(path, options, providers=providers)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model file {path} is not a valid ONNX model: {first}") from None
 
 

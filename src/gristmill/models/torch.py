@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import SpecError
+from ..errors import SpecError, first_line
 from ..spec import ModelSpec, Preprocess
 from . import kind_of, weightfile
 from .base import Capabilities, ModelCache, ModelInfo
@@ -99,7 +99,7 @@ def build_module(spec: ModelSpec, *, pretrained: bool = True) -> nn.Module:
     except SpecError:
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise SpecError(f"model {spec.ref} cannot be loaded: {reason}") from None
     if spec.weights and pretrained:
         _load_weights(module, spec)
@@ -129,7 +129,7 @@ def _load_pickled(path: str, trusted: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"weights file {path} cannot be read: {first}") from None
 
 
@@ -228,7 +228,7 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
         with torch.inference_mode():
             top = list(flatten_outputs(module(torch.zeros(1, 3, h, w))))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpecError(f"model {spec.ref} fails on a {h}x{w} image: {first}") from None
     return ModelInfo(outputs=(*top, *_submodule_names(module)),
                      default_outputs=tuple(top), preset=preset)
