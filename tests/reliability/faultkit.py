@@ -117,7 +117,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _spawned(pid: int) -> bool:
-    return b"spawn_main" in _cmdline(pid)
+    return b"--multiprocessing-fork" in _cmdline(pid)  # Python's spawn and gristmill's launch
 
 
 def workers_and_loaders(driver: int) -> tuple[list[int], list[int]]:

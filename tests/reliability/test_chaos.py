@@ -55,7 +55,10 @@ def test_chaos_round(images: Path, reference, tmp_path: Path, round_: int) -> No
     out = tmp_path / "out"
     result = chaos_round([str(images), "-o", str(out), *JOB], duration=seconds, kills=5,
                          stops=1, rng=rng)
-    assert not result.problems(), (result.problems(), result.kills, result.stderr)
+    problems = result.problems()
+    if problems:  # the whole of it: the assertion's message is cut in the middle
+        print(result.stderr)
+    assert not problems, (problems, result.kills)
     assert len(result.kills) >= 3, result.kills  # the kills landed while the job ran
     assert max_difference(features(out), want) <= 1e-6
 
@@ -86,5 +89,8 @@ def test_helpers_killed_as_the_job_ends(images: Path, reference, tmp_path: Path)
     wait_for(lambda: not shm_entries(job.pid), timeout=5)
     result.left_shm = shm_entries(job.pid)
     assert result.kills, "the job ended before the helpers could be killed"
-    assert not result.problems(), (result.problems(), result.kills, result.stderr)
+    problems = result.problems()
+    if problems:
+        print(result.stderr)
+    assert not problems, (problems, result.kills)
     assert max_difference(features(out), want) <= 1e-6

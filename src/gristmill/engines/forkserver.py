@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import threading
 from multiprocessing.context import BaseContext
+
+from ..loader.launch import GuardedSpawnContext
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,11 @@ def context() -> BaseContext:
 
 
 def spawn_context() -> BaseContext:
-    """Where workers come from once the fork server keeps failing (see ``local``)."""
-    return mp.get_context("spawn")
+    """Where workers come from once the fork server keeps failing (see ``local``): spawned, dying
+    with the driver from their first instruction (``loader.launch``)."""
+    if os.name != "posix":
+        return mp.get_context("spawn")
+    return GuardedSpawnContext()
 
 
 def _noop() -> None:

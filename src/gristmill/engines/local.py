@@ -17,7 +17,8 @@ that hands out shards and replaces lost workers is ``supervisor.Supervisor``, sh
 Every process of the tree can be killed at any moment and costs at most a restart:
 
 - a worker or loader: replaced (by the supervisor or by its worker); the driver unlinks a dead
-  worker's ring and its semaphores by name (``ring.unlink``);
+  worker's ring and its semaphores by name (``ring.unlink``), once the process is really gone
+  (``LocalWorker``);
 - the fork server: its workers die with it (``PR_SET_PDEATHSIG``) and are replaced; the next start
   relaunches the server. A start that fails (the server died mid-request: ``EOFError``) is a lost
   worker like any other; after ``SERVER_FAILURES`` failed starts in a row, workers are spawned
@@ -33,6 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ledger, logs
 from ..loader import shm
-from ..loader.process import die_with_parent
+from ..loader.launch import die_with_parent
 from ..loader.ring import PREFIX, new_name, unlink
 from ..logs import LogSetup
 from ..plan import Shard
@@ -113,13 +115,29 @@ def exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (Linux 5.3+), readable once the process has exited; None elsewhere
+    or if it is already gone."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 class LocalWorker:
-    """A worker process and the driver's end of its pipe (a ``WorkerHandle``)."""
+    """A worker process and the driver's end of its pipe (a ``WorkerHandle``).
+
+    ``pidfd`` watches the process itself: a forked worker's ``exitcode`` comes from its fork
+    server's pipe, so when the server is killed the worker reads as dead (255) while the kernel
+    is still tearing it down, and its loaders are killed only once it is gone. A loader still
+    starting then must not find its queues' names unlinked: ``close`` unlinks them only after.
+    """
 
     def __init__(self, index: int, ring_name: str, process: Any = None, conn: Any = None,
                  failed: str | None = None) -> None:
         self.index, self.ring_name = index, ring_name
         self.process, self.conn, self.failed = process, conn, failed
+        self.pidfd = open_pidfd(process.pid) if process is not None else None
 
     @property
     def pid(self) -> int:
@@ -165,8 +183,22 @@ class LocalWorker:
         if self.process is not None and not self.join(0):
             self.kill()
             self.join(5)
+        self._wait_gone(5.0)
         self._close_pipe()
         unlink(self.ring_name)
+
+    def _wait_gone(self, timeout: float) -> None:
+        """Return once the process has really exited (see the class docstring)."""
+        if self.pidfd is None:
+            return
+        try:
+            if not select.select([self.pidfd], [], [], 0)[0]:
+                with contextlib.suppress(ProcessLookupError):  # dying already: make it so
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                select.select([self.pidfd], [], [], timeout)
+        finally:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def _close_pipe(self) -> None:
         if self.conn is not None:

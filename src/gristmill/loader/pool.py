@@ -44,7 +44,7 @@ from typing import Any
 
 from . import shm
 from .messages import STOP
-from .process import StartGuard, guarded_loader_main
+from .process import loader_main
 from .ring import RingSpec, SlotRing
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,9 @@ class LoaderPool:
             if slot not in held:
                 self.free.put(slot)
         self.procs = [
-            self.ctx.Process(target=guarded_loader_main, name=f"{self.name}-{i}",
-                             args=(StartGuard(os.getpid()), self.ring.spec, self.fill, self.tasks,
-                                   self.free, self.ready, os.getpid()), daemon=True)
+            self.ctx.Process(target=loader_main, name=f"{self.name}-{i}",
+                             args=(self.ring.spec, self.fill, self.tasks, self.free, self.ready,
+                                   os.getpid()), daemon=True)
             for i in range(self.count)
         ]
         # Frozen objects are never traversed by the children's garbage collector, which would

@@ -3,16 +3,13 @@
 Runs in a child of the worker (or of a training ``Loader``). Never imports torch or a model.
 Every blocking wait has a timeout after which the loader checks that its parent is still alive, so a
 killed parent never leaves loaders behind (on Linux the kernel also kills them at once: see
-``die_with_parent``). A bad input becomes an error entry, never an exception out of the loop.
+``launch.die_with_parent``). A bad input becomes an error entry, never an exception out of the loop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import queue
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,37 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from .launch import die_with_parent
 from .messages import STOP, BatchTask, Filled
 from .ring import RingSpec, SlotRing
 
 POLL_SECONDS = 1.0
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; leave Ctrl-C to the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: parent polling remains
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class StartGuard:
-    """The first argument of a loader process: in a spawned loader it is unpickled before the
-    queues, whose semaphores are opened by name and may be gone with a parent that died while the
-    loader started; so it sets up ``die_with_parent`` then, and exits quietly if the parent is
-    already gone (rather than print a traceback from ``multiprocessing``'s start-up code)."""
-
-    def __init__(self, parent: int) -> None:
-        self.parent = parent
-
-    def __reduce__(self) -> tuple[Any, tuple[int]]:
-        return _start_guarded, (self.parent,)
-
-
-def _start_guarded(parent: int) -> None:
-    die_with_parent()
-    if os.getppid() != parent:
-        os._exit(0)
 
 
 def get_alive(q: Any, parent: int, timeout: float = POLL_SECONDS) -> Any:
@@ -97,11 +68,6 @@ class ImageFill:
 def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     """Per-row column dicts as columns (every ok row of a batch carries the same names)."""
     return {name: tuple(r.get(name) for r in rows) for name in rows[0]} if rows else {}
-
-
-def guarded_loader_main(guard: StartGuard, *args: Any) -> None:
-    """``loader_main`` as a pool starts it: ``guard`` first, so it is unpickled first."""
-    loader_main(*args)
 
 
 def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free: Any,

@@ -31,9 +31,10 @@ import os
 import subprocess
 import sys
 import warnings
-from multiprocessing import context as mp_context
 from multiprocessing import synchronize
 from typing import Any
+
+from .launch import GuardedSpawnContext
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,9 @@ class _BoundedSemaphore(synchronize.BoundedSemaphore):
         self._make_methods()
 
 
-class NamedContext(mp_context.SpawnContext):
-    """A spawn context whose queues' semaphores are named ``/<prefix>-<n>`` and not tracked.
+class NamedContext(GuardedSpawnContext):
+    """A spawn context whose queues' semaphores are named ``/<prefix>-<n>`` and not tracked, and
+    whose processes die with their parent from their first instruction (``launch``).
 
     ``names`` lists them for ``unlink``; call it once no process uses them any more.
     """
