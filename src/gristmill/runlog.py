@@ -35,6 +35,7 @@ from .engines.messages import (
     WorkerReplaced,
 )
 from .errors import SpecError
+from .tuning import proc_field
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +69,14 @@ def machine() -> dict[str, Any]:
                             "python": platform.python_version(), "cpus": os.cpu_count()}
     with contextlib.suppress(AttributeError):
         info["cpus_usable"] = len(os.sched_getaffinity(0))
-    info["cpu"] = _proc_field("/proc/cpuinfo", "model name")
-    memory = _proc_field("/proc/meminfo", "MemTotal")
+    info["cpu"] = proc_field("/proc/cpuinfo", "model name")
+    memory = proc_field("/proc/meminfo", "MemTotal")
     if memory:
         info["memory_gb"] = round(int(memory.split()[0]) / 2**20, 1)
     torch = sys.modules.get("torch")  # never imported here just to ask (it takes seconds)
     if torch is not None and torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
-
-
-def _proc_field(path: str, key: str) -> str | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux, or /proc hidden: the field is unknown
-        return None
-    return None
 
 
 def versions() -> dict[str, str]:

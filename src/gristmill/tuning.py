@@ -89,15 +89,21 @@ def combined_bound(cores: int, decode_rate: float, model_rate: float) -> float:
 
 
 # -- mechanism -------------------------------------------------------------------------------------
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
-    """The CPU's feature flags as Linux lists them; None when unknown (no such file or line)."""
+def proc_field(path: str, key: str) -> str | None:
+    """The value of the first ``key: value`` line of a /proc file; None when unknown (not Linux,
+    /proc hidden, no such line)."""
     try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), None)
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)),
+                        None)
     except OSError:
         return None
-    return None if flags is None else set(flags)
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The CPU's feature flags as Linux lists them; None when unknown (no such file or line)."""
+    flags = proc_field(cpuinfo, "flags")
+    return None if flags is None else set(flags.split())
 
 
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})

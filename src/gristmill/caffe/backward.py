@@ -134,9 +134,7 @@ def _nodes(graph: Graph, n_params: Callable[[Op], int]) -> list[Node]:
     for op in graph.ops:
         for j, v in enumerate(op.inputs):
             readers.setdefault(v, []).append((op, j))
-    name = {v: n for n, v in graph.inputs.items()}
-    for op in graph.ops:
-        name.update(zip(op.outputs, op.tops, strict=False))
+    name = graph.value_names()
     key_of: dict[tuple[int, int], Key] = {}  # (id(op), input slot) -> key read there
 
     def splits(values: list[int], losses: list[float]) -> list[Node]:

@@ -146,6 +146,13 @@ class Graph:
         read = {v for op in self.ops for v in op.inputs}
         return [n for n, v in self.blobs.items() if v not in read and v not in self.inputs.values()]
 
+    def value_names(self) -> dict[int, str]:
+        """The blob name of every value (in an in-place chain, each value has the chain's name)."""
+        names = {v: n for n, v in self.inputs.items()}
+        for op in self.ops:
+            names.update(zip(op.outputs, op.tops, strict=False))
+        return names
+
     def infer_shapes(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         """Shape of every blob for the given input shapes (no arithmetic: meta tensors)."""
         env = {self.inputs[n]: torch.empty(s, device="meta") for n, s in inputs.items()}

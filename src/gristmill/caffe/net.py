@@ -171,7 +171,8 @@ class Net:
         lo = self._layer_index(end) if end is not None else 0
         if end is not None:
             op = flags.nodes[lo].op
-            names = [n for n, v in self._names_of(op.inputs)]
+            value_names = self.graph.value_names()
+            names = [value_names[v] for v in op.inputs]
         else:
             names = list(self.inputs)
         names += [n for n in diffs or [] if n not in names]
@@ -193,12 +194,6 @@ class Net:
         if name not in self._flags.index:
             raise KeyError(f"no layer named {name!r}")
         return self._flags.index[name]
-
-    def _names_of(self, values: list[int]) -> list[tuple[str, int]]:
-        names = {v: n for n, v in self.graph.inputs.items()}
-        for op in self.graph.ops:
-            names.update(zip(op.outputs, op.tops, strict=False))
-        return [(names[v], v) for v in values]
 
     def _diff_of(self, key: bw.Key, shape: tuple[int, ...] | None) -> np.ndarray:
         if isinstance(key, str):

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
+from ..loader.launch import PR_SET_PDEATHSIG
 
 
 def _quiet_when_orphaned(kind: type[BaseException], value: BaseException, tb: object) -> None:

@@ -162,8 +162,8 @@ for attempt in range(2):
         if name.startswith(prefix):
             try:
                 os.unlink(os.path.join("/dev/shm", entry))
-            except OSError:
-                pass
+            except OSError:  # gone already (a process of the owner unlinked it meanwhile)
+                continue
 """
 
 
