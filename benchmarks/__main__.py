@@ -182,21 +182,22 @@ def scale(count: int) -> list[Row]:
 
 
 def _fake_commits(out: Path, shards: int) -> None:
-    """Markers for every other shard, as a worker would write them (empty shard files)."""
+    """Every other shard committed through the ledger's own commit path (empty shards: a
+    marker with no rows and no files)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from gristmill import ledger
+    from gristmill import ledger, outdir
     from gristmill.job import resolve
-    from gristmill.plan import plan
-    from gristmill.sources import InputList
-    from gristmill.spec import JobSpec
+    from gristmill.marker import Marker
+    from gristmill.store import Store
 
-    job = json.loads((out / ledger.JOB_FILE).read_text())["spec"]
-    spec, _ = resolve(JobSpec.from_dict(job))
-    inputs = InputList.load(str(out / ledger.INPUTS_FILE))
-    for shard in plan(len(inputs), spec.shard_size)[::2]:
-        Path(ledger.shard_path(str(out), shard)).write_bytes(b"")
-        marker = {"inputs": inputs.digest(shard.start, shard.stop), "spec": spec.identity_hash()}
-        Path(ledger.marker_path(str(out), shard)).write_text(json.dumps(marker))
+    state = outdir.reopen(str(out))
+    spec, _ = resolve(state.spec)
+    inputs = state.inputs
+    for shard in state.shards[::2]:
+        ledger.commit_parts(Store(str(out)), {}, Marker(
+            shard.id, shard.start, shard.stop, ok=0, errors=0,
+            inputs=inputs.digest(shard.start, shard.stop), spec=spec.identity_hash(),
+            format=spec.format, error_rows=()))
 
 
 def caffe(size: str) -> list[Row]:

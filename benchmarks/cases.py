@@ -199,7 +199,7 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
     engine = LocalEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
                          on_event)
     failed = engine.run(job.pending)
-    api.refresh_view(job.spec, job.shards)
+    api.refresh_view(job.state)
     seconds = time.perf_counter() - start
     assert not failed, failed
     steady = (sum(n for _, n in seen[1:]), seen[-1][0] - seen[0][0]) if len(seen) > 1 else (0, 0)
@@ -218,7 +218,7 @@ def plan_scale(list_file: str, out: str, resume: bool) -> dict[str, Any]:
     start = time.perf_counter()
     job = prepare(spec)
     return {"images": len(job.inputs), "seconds": time.perf_counter() - start,
-            "shards": len(job.shards), "done": len(job.done)}
+            "shards": len(job.shards), "done": len(job.state.done)}
 
 
 CASES = {f.__name__: f for f in (limit_model, limit_decode, seed_naive, seed_tuned, dataloader,

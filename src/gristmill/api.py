@@ -15,24 +15,25 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import ledger, runlog
+from . import ledger, outdir, runlog, sinks
 from .engines import base as engines
 from .engines.base import Backend
 from .errors import JobFailed, SpecError
 from .job import prepare
+from .outdir import JobState
+from .prepared import PreparedJob
 from .progress import Report, Tracker
-from .sinks.base import Result, committed_markers, get_sink
+from .sinks.base import Result
 from .spec import JobSpec, ModelSpec, Preprocess
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-VIEWS = {"parquet": "parquet/*.parquet (errors.parquet)",
-         "npy": "<output>/*.npy + metadata/*.parquet (errors.parquet)"}
 
 
 def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
@@ -98,11 +99,11 @@ def _execute(spec: JobSpec, backend: Backend, command: str | None,
             write_report_quietly(spec.out)
 
 
-def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
+def _run(spec: JobSpec, job: PreparedJob, backend: Backend, command: str,
          lock: dict[str, Any]) -> Report:
+    sink = job.state.sink
     report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
-                    shards_skipped=len(job.done), resumed=job.resumed,
-                    view=VIEWS.get(spec.format, ledger.VIEW_FILE))
+                    shards_skipped=len(job.state.done), resumed=job.resumed, view=sink.view)
     now = time.time()
     run_id = runlog.new_run_id(now)
     local = not Store(spec.out).remote
@@ -115,8 +116,6 @@ def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
     tracker = Tracker(report, pending, spec.progress, sinks=sinks,
                       status=status if local else None)
     tracker.begin(runlog.start_event(spec, job, run_id, command, now))
-    from .engines.local import raise_on_sigterm
-
     restore = raise_on_sigterm()
     outcome = "error"
     try:
@@ -125,7 +124,7 @@ def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
     except JobFailed:
         outcome = "failed"
         with contextlib.suppress(OSError):  # what was committed stays readable
-            refresh_view(spec, job.shards)
+            refresh_view(job.state)
         raise
     except KeyboardInterrupt:
         outcome = "stopped"
@@ -136,14 +135,13 @@ def _run(spec: JobSpec, job: Any, backend: Backend, command: str,
         # every worker is stopped now: a temp file left is from one killed mid-write (its shard
         # was committed by a retry, or will be by the next run), never part of the output
         with contextlib.suppress(OSError):
-            ledger.remove_stale_temps(spec.out, get_sink(spec.format).folders(spec.outputs))
+            ledger.remove_stale_temps(spec.out, sink.folders(spec.outputs))
         if Store(spec.out).remote:  # the local copies the workers read
             shutil.rmtree(job.cache_dir, ignore_errors=True)
     try:
-        refresh_view(spec, job.shards)
+        refresh_view(job.state)
     except OSError as exc:  # a full or read-only disk: committed shards stay, a rerun rebuilds it
-        view = ledger.VIEW_FILE if spec.format == "hdf5" else "errors.parquet"
-        raise JobFailed(f"cannot write {Store(spec.out).path(view)}: "
+        raise JobFailed(f"cannot write {Store(spec.out).path(sink.view_files[0])}: "
                         f"{exc.strerror or exc}; committed shards are kept, rerun to resume",
                         report) from None
     if report.shards_failed:
@@ -164,18 +162,30 @@ def write_report_quietly(out: str) -> None:
         log.debug("report failed", exc_info=True)
 
 
-def refresh_view(spec: JobSpec, shards: Sequence[Any]) -> str:
-    """Rebuild the format's view (``features.h5`` or ``errors.parquet``) over every committed
-    shard of the plan, in id order."""
-    store = Store(spec.out)
-    planned = {s.name for s in shards}
-    found = [(name, marker) for name, marker in committed_markers(store) if name in planned]
-    if not store.remote:  # as the resume: a marker whose files are gone is no shard
-        found = [(n, m) for n, m in found
-                 if all(os.path.exists(store.path(f)) for f in ledger.shard_files(m, n))]
-    attrs = {"complete": len(found) == len(shards), "shards": len(shards),
-             "committed_shards": len(found), "model": spec.model.ref}
-    return get_sink(spec.format).refresh_view(store, found, spec.outputs, attrs)
+def refresh_view(state: JobState) -> str:
+    """Rebuild the format's view over every committed shard of the job, in id order."""
+    state = state.refreshed()
+    attrs = {"complete": state.complete, "shards": len(state.shards),
+             "committed_shards": len(state.done), "model": state.spec.model.ref}
+    return state.sink.refresh_view(state.store, state.committed, state.spec.outputs, attrs)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C."""
+
+
+def raise_on_sigterm() -> Callable[[], None]:
+    """Route SIGTERM to KeyboardInterrupt in the main thread, whatever the engine (a stop is the
+    API's to handle: each engine cleans up on KeyboardInterrupt); returns a function that undoes
+    it. Off the main thread Python cannot install handlers: nothing changes there."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def open(out: str) -> Result:
@@ -184,10 +194,6 @@ def open(out: str) -> Result:
     HDF5 outputs are read lazily from ``features.h5`` (h5py datasets; close the result);
     Parquet and npy outputs are read from their committed shards into numpy arrays.
     """
-    if out.endswith(".h5"):
-        return get_sink("hdf5").open(out)
-    job = ledger.read_job(out)
-    if job is None and not Store(out).exists(ledger.VIEW_FILE):
-        raise SpecError(f"{out} holds no gristmill output (no {ledger.JOB_FILE})")
-    fmt = ((job or {}).get("spec") or {}).get("format", "hdf5")
-    return get_sink(fmt).open(out)
+    if os.path.isfile(out):  # a view file itself (``out/features.h5``)
+        return sinks.open_file(out)
+    return outdir.open_result(out)

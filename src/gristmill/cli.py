@@ -22,7 +22,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import logs
+from . import logs, sinks
+from .engines.base import BACKENDS
 from .errors import GristmillError, JobFailed, SpecError
 from .spec import JobSpec, ModelSpec, Preprocess
 
@@ -110,7 +111,7 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                           "local or s3:// gs:// az:// URLs")
     run.add_argument("-o", "--out", required=out_required,
                      help="output folder, or s3://bucket/prefix (with --format parquet or npy)")
-    run.add_argument("--format", choices=["hdf5", "parquet", "npy"], default="hdf5",
+    run.add_argument("--format", choices=sinks.FORMATS, default=sinks.DEFAULT_FORMAT,
                      help="hdf5: features.h5 view; parquet: one table; npy: arrays + metadata")
     run.add_argument("--model", default="efficientnet-lite0",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
@@ -155,7 +156,7 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="seconds without progress before a worker is replaced")
     ops.add_argument("--max-image-pixels", type=int, default=178_956_970,
                      help="larger images are recorded as errors (decompression-bomb guard)")
-    ops.add_argument("--engine", choices=["local", "ray"], default="local")
+    ops.add_argument("--engine", choices=list(BACKENDS), default="local")
     ops.add_argument("--ray-address", help="auto, ray://host:port or host:port")
     ops.add_argument("--trusted-pickle", action="store_true",
                      help="allow full pickle loads of torch weights (only for files you trust)")
@@ -237,7 +238,7 @@ def _inspect(out: str) -> int:
     from .api import open as open_result
     from .ledger import read_job
 
-    fmt = ((read_job(out) or {}).get("spec") or {}).get("format", "hdf5")
+    fmt = ((read_job(out) or {}).get("spec") or {}).get("format", sinks.DEFAULT_FORMAT)
     with open_result(out) as result:
         print(f"{out}: {fmt}, {len(result.names)} items, {len(result.errors)} errors, "
               f"complete={result.complete}")

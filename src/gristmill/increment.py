@@ -3,68 +3,54 @@
 The list in ``OUT/inputs.npz`` is append-only. Each growth adds a *segment* at its end, recorded in
 ``OUT/segments.json`` as ``{"start": index, "kind": "list" | "append" | "retry"}``; the plan cuts
 shards segment by segment, so every committed shard keeps its id, its input range and its input
-hash, and the new segment's shards take the next ids. ``segments.json`` is written before the list:
-a crash between the two leaves a segment starting at the old list's end, which is ignored, and the
-next ``--append`` or ``--retry-errors`` does the growth again.
+hash, and the new segment's shards take the next ids (``outdir.JobState.grown``; written by
+``outdir.save``, segments first).
 
 - ``--append``: the sources are listed again; names not yet in the list form the new segment
   (sorted among themselves). Inputs that disappeared keep their rows.
-- ``--retry-errors``: the inputs whose error rows still stand (read from the committed markers, in
+- ``--retry-errors``: the inputs whose error rows still stand (from the committed markers, in
   shard order) are named again in a ``retry`` segment; a retry shard's results or new error rows
-  supersede the earlier error rows (``sinks.base.current_errors``). Inputs already in a later,
+  supersede the earlier error rows (``marker.standing_errors``). Inputs already in a later,
   uncommitted retry shard are not added twice, so the command resumes like any run.
+
+``grow`` applies both to a reopened job without writing anything: ``job.prepare`` then saves the
+result, ``gristmill plan`` only shows it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from . import ledger
 from .errors import SpecError
-from .plan import Shard
-from .sources import InputList, display_name
-from .store import Store
+from .outdir import JobState
+from .sources import InputList
 
 log = logging.getLogger(__name__)
 
-Segment = tuple[int, str]
 
-
-def load_segments(store: Store) -> list[Segment]:
-    try:
-        data = json.loads(store.read(ledger.SEGMENTS_FILE))
-        return [(int(s["start"]), str(s["kind"])) for s in data]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [(0, "list")]
-
-
-def save_segments(store: Store, segments: Sequence[Segment]) -> None:
-    data = [{"start": start, "kind": kind} for start, kind in segments]
-    store.put_bytes(ledger.SEGMENTS_FILE, json.dumps(data).encode())
-
-
-def save_inputs(store: Store, inputs: InputList, local_dir: str) -> str:
-    """Freeze ``inputs`` in OUT; returns a local path the workers load it from."""
-    if not store.remote:
-        path = store.path(ledger.INPUTS_FILE)
-        inputs.save(path)
-        return path
-    path = os.path.join(local_dir, ledger.INPUTS_FILE)
-    inputs.save(path)
-    store.publish(ledger.INPUTS_FILE, lambda tmp: shutil.copyfile(path, tmp))
-    return path
-
-
-def load_inputs(store: Store, local_dir: str) -> tuple[InputList, str]:
-    path = store.local_copy(ledger.INPUTS_FILE, local_dir)
-    return InputList.load(path), path
+def grow(state: JobState, listed: InputList | None) -> tuple[JobState, bool]:
+    """``state`` grown by what ``--append`` listed anew (``listed``: the sources listed again)
+    and by ``--retry-errors`` as its spec asks; and whether it grew. Writes nothing."""
+    grown = False
+    if state.spec.append and listed is not None:
+        new = new_inputs(state.inputs, listed)
+        if new:
+            state = state.grown("append", extend(state.inputs, listed, new))
+            log.info("append: %d input(s) added as a new segment", len(new))
+            grown = True
+        else:
+            log.info("--append: no input is new")
+    if state.spec.retry_errors:
+        retry = errors_to_retry(state)
+        if retry:
+            state = state.grown("retry", extend(state.inputs, state.inputs, retry))
+            log.info("retry: %d input(s) added as a new segment", len(retry))
+            grown = True
+    return state, grown
 
 
 def extend(inputs: InputList, source: InputList, indices: Sequence[int]) -> InputList:
@@ -111,48 +97,18 @@ def new_inputs(frozen: InputList, listed: InputList) -> list[int]:
     return [i for i, n in enumerate(listed.raw_range(0, len(listed))) if n not in known]
 
 
-def errors_to_retry(store: Store, inputs: InputList, shards: Sequence[Shard],
-                    done: dict[int, dict[str, Any]]) -> list[int]:
+def errors_to_retry(state: JobState) -> list[int]:
     """Indices of inputs whose error rows still stand, in shard order, not already in a later
     retry shard (each input by its first index: a retried input keeps its first references)."""
+    inputs = state.inputs
     standing: dict[bytes, int] = {}
-    for shard in shards:
+    for shard in state.shards:
         if shard.retry:  # committed or not: its inputs are already being retried
             for raw in inputs.raw_range(shard.start, shard.stop):
                 standing.pop(raw, None)
-        marker = done.get(shard.id)
-        if marker is None:
+        if shard.id not in state.done:
             continue
-        for index in _error_indices(store, inputs, shard, marker):
-            standing.setdefault(inputs.raw(index), index)
+        for index, *_ in state.shard_errors(shard):
+            if index >= 0:
+                standing.setdefault(inputs.raw(index), index)
     return list(standing.values())
-
-
-def _error_indices(store: Store, inputs: InputList, shard: Shard,
-                   marker: dict[str, Any]) -> list[int]:
-    if "error_rows" in marker:
-        return [int(row[0]) for row in marker["error_rows"]]
-    if not marker.get("errors"):
-        return []
-    # a marker written before error rows were recorded in markers: an HDF5 shard file has them
-    import h5py
-
-    by_name = {display_name(raw): shard.start + i
-               for i, raw in enumerate(inputs.raw_range(shard.start, shard.stop))}
-    with h5py.File(store.path(ledger.shard_files(marker, shard.name)[0]), "r") as f:
-        names = [row[0].decode() if isinstance(row[0], bytes) else row[0]
-                 for row in f["errors"][()]]
-    return [by_name[n] for n in names if n in by_name]
-
-
-def grow(store: Store, inputs: InputList, segments: list[Segment], kind: str,
-         source: InputList, indices: Sequence[int],
-         local_dir: str) -> tuple[InputList, list[Segment], str]:
-    """Add a segment of the items ``indices`` of ``source``: segments first, then the list (see
-    the module docstring)."""
-    segments = [s for s in segments if s[0] < len(inputs)] + [(len(inputs), kind)]
-    save_segments(store, segments)
-    grown = extend(inputs, source, indices)
-    path = save_inputs(store, grown, local_dir)
-    log.info("%s: %d input(s) added as a new segment", kind, len(indices))
-    return grown, segments, path

@@ -1,10 +1,10 @@
 """Preparing a job: everything checked and decided before any process starts.
 
 ``prepare(spec)`` validates the spec, resolves the model (preset, outputs), the devices and the
-per-worker budgets, lists the sources (or reloads the frozen list of a job being resumed, growing it
-for ``--append`` and ``--retry-errors``: see ``increment.py``), plans the shards and reads the
-ledger. Every problem a user can cause raises ``SpecError`` with one line, so
-the CLI can exit 2 before a single worker is spawned.
+per-worker budgets, lists the sources (or reopens the job OUT holds, ``outdir.reopen``, growing its
+frozen list for ``--append`` and ``--retry-errors``: see ``increment.py``), and plans the workers.
+Every problem a user can cause raises ``SpecError`` with one line, so the CLI can exit 2 before a
+single worker is spawned.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from . import increment, ledger, models
-from .engines.runner import WorkerPlan
+from . import increment, ledger, models, outdir, sinks
 from .errors import SpecError
-from .plan import Shard, plan_segments
-from .sinks.base import get_sink
+from .outdir import JobState
+from .prepared import PreparedJob, WorkerPlan
 from .sources import InputList, list_inputs, storage
 from .spec import JobSpec
 from .store import Store, is_remote
@@ -32,22 +30,6 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"  # OUT/.cache: files the workers of this run share (weights to mmap)
 # (OUT on object storage: a local temporary folder instead, removed after the run)
-
-
-@dataclass(frozen=True)
-class PreparedJob:
-    spec: JobSpec
-    inputs: InputList
-    shards: list[Shard]
-    done: dict[int, dict[str, Any]]
-    workers: list[WorkerPlan]
-    resumed: bool
-    inputs_path: str = ""  # a local copy of OUT/inputs.npz that the workers load
-    cache_dir: str = ""  # local folder for files the workers share
-
-    @property
-    def pending(self) -> list[Shard]:
-        return [s for s in self.shards if s.id not in self.done]
 
 
 def cpu_count() -> int:
@@ -182,53 +164,40 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     job_json = json.dumps({"identity": identity, "spec": json.loads(spec.to_json())},
                           indent=2, sort_keys=True)
     store = Store(spec.out)
-    folders = get_sink(spec.format).folders(spec.outputs)
+    folders = sinks.get(spec.format).folders(spec.outputs)
     resumed = ledger.check_out(spec.out, identity, spec.overwrite)
     frozen = resumed and store.exists(ledger.INPUTS_FILE)
     listed = list_inputs(spec.sources, spec.source_options()) if spec.append or not frozen else None
     ledger.init_out(spec.out, job_json, overwrite=spec.overwrite, folders=folders)
     cache_dir = (tempfile.mkdtemp(prefix="gristmill-cache-") if store.remote
                  else os.path.join(spec.out, CACHE_DIR))
-    inputs, segments, inputs_path = _inputs(store, frozen, listed, cache_dir)
+    state = job_state(spec, frozen, listed, cache_dir, save=True)
     ledger.remove_stale_temps(spec.out, folders)
-    shards = plan_segments(segments, len(inputs), spec.shard_size, inputs.breaks())
-    spec_hash = spec.identity_hash()
-    done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop), spec_hash)
-    if spec.retry_errors:
-        retry = increment.errors_to_retry(store, inputs, shards, done)
-        if retry:
-            inputs, segments, inputs_path = increment.grow(store, inputs, segments, "retry",
-                                                           inputs, retry, cache_dir)
-            shards = plan_segments(segments, len(inputs), spec.shard_size, inputs.breaks())
-            done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop),
-                                    spec_hash)
     shared = None
-    if len(done) < len(shards) and devices[0] == "cpu":
+    if state.pending and devices[0] == "cpu":
         shared = models.share_weights(spec.model, cache_dir, cache, spec.outputs)
-    if len(done) < len(shards) and calibrates and needs_calibration(spec, devices):
+    if state.pending and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
-        rates = calibrate(spec, inputs, cpu_count(), cache=cache)
+        rates = calibrate(spec, state.inputs, cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
     release_memory()  # the driver's model copies are garbage now; hand the pages back
-    return PreparedJob(spec, inputs, shards, done, workers, resumed, inputs_path, cache_dir)
+    return PreparedJob(state, workers, resumed, cache_dir)
 
 
-def _inputs(store: Store, frozen: bool, listed: InputList | None,
-            cache_dir: str) -> tuple[InputList, list[increment.Segment], str]:
-    """The job's input list, its segments and a local path to it: the frozen list of a job being
-    resumed (grown by what ``--append`` listed anew), else the fresh listing, frozen now."""
+def job_state(spec: JobSpec, frozen: bool, listed: InputList | None, local_dir: str | None, *,
+              save: bool) -> JobState:
+    """The job as it will run: a new one over the fresh ``listed`` inputs, or the job OUT holds
+    (its frozen list is never listed again) grown by ``--append`` / ``--retry-errors``. With
+    ``save`` the list is frozen in OUT (``outdir.save``); without, nothing is written (``plan``)."""
     if not frozen:
         assert listed is not None
-        store.remove(ledger.SEGMENTS_FILE)  # one segment: an old job's file would misplace it
-        return listed, [(0, "list")], increment.save_inputs(store, listed, cache_dir)
-    inputs, path = increment.load_inputs(store, cache_dir)  # never walks a million files again
-    segments = increment.load_segments(store)
-    if listed is not None:
-        new = increment.new_inputs(inputs, listed)
-        if new:
-            return increment.grow(store, inputs, segments, "append", listed, new, cache_dir)
-        log.info("--append: no input is new")
-    return inputs, segments, path
+        state = outdir.build(spec.out, spec, listed, read_markers=not spec.overwrite)
+        return outdir.save(state, local_dir or "", grown=False) if save else state
+    state = outdir.reopen(spec.out, spec, local_dir=local_dir)
+    state, grown = increment.grow(state, listed)
+    if grown and save:
+        state = outdir.save(state, local_dir or "", grown=True)
+    return state

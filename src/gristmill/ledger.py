@@ -7,12 +7,12 @@ Layout of OUT (a folder, or a prefix on object storage: see ``store.py``)::
                           append-only: ``--append`` and ``--retry-errors`` add segments at its end
     segments.json         where each segment of the list starts and why it was added (absent: one)
     shards/shard-N.json   shard N's marker, written last: its files, counts, error rows, input hash,
-                          spec hash
-    ...                   the shard's files, named by the format's sink (``sinks/``): for hdf5
-                          ``shards/shard-N.h5``; for parquet ``parquet/shard-N.parquet``; for npy
-                          ``<output>/shard-N.npy`` and ``metadata/shard-N.parquet``
-    features.h5 | errors.parquet   the format's view over every committed shard
+                          spec hash (``marker.py``)
+    ...                   the shard's files and the view over every committed shard, named by the
+                          format's sink (``sinks/``)
     lock                  who runs the job now: {"host", "pid", "started"} (see ``lock_out``)
+
+What these files say together, the job as it stands, is read by ``outdir.reopen``.
 
 Commit protocol (runs in the worker that computed the shard): each file of the shard is published
 whole (folder: temporary name, fsync, rename, fsync the folder; object store: the final object
@@ -44,117 +44,54 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import marker as markers
+from . import sinks
 from .errors import SpecError
-from .plan import Shard
+from .marker import SHARDS_DIR, Marker
 from .store import Store, fsync_dir, temp_name, write_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "fsync_dir", "temp_name", "write_atomic"]
+__all__ = ["SHARDS_DIR", "Store", "fsync_dir", "temp_name", "write_atomic"]
 
 JOB_FILE = "job.json"
 INPUTS_FILE = "inputs.npz"
 SEGMENTS_FILE = "segments.json"
-SHARDS_DIR = "shards"
-VIEW_FILE = "features.h5"
 LOCK_FILE = "lock"
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # flock not supported
-VIEW_FILES = (VIEW_FILE, "errors.parquet")
 
 
-def shard_path(out: str, shard: Shard) -> str:
-    return os.path.join(out, SHARDS_DIR, shard.name + ".h5")
-
-
-def marker_path(out: str, shard: Shard) -> str:
-    return os.path.join(out, SHARDS_DIR, shard.name + ".json")
-
-
-def marker_name(shard: Shard) -> str:
-    return f"{SHARDS_DIR}/{shard.name}.json"
-
-
-def shard_files(marker: dict[str, Any], shard_name: str) -> list[str]:
-    """The files a committed shard consists of (markers older than ``files`` are HDF5 shards)."""
-    return list(marker.get("files", [f"{SHARDS_DIR}/{shard_name}.h5"]))
-
-
-def commit_shard(out: str, shard: Shard, write: Callable[[str], None],
-                 marker: dict[str, Any]) -> bool:
-    """Write a one-file HDF5 shard with ``write(tmp_path)`` and commit it; False if already done."""
-    return commit_parts(Store(out), shard, {f"{SHARDS_DIR}/{shard.name}.h5": write}, marker)
-
-
-def commit_parts(store: Store, shard: Shard, parts: dict[str, Callable[[str], None]],
-                 marker: dict[str, Any]) -> bool:
+def commit_parts(store: Store, parts: dict[str, Callable[[str], None]], marker: Marker) -> bool:
     """Publish each file ``rel -> write(local_path)`` of a shard, then its marker, last.
 
     False (nothing more written) when the shard was already committed, before or meanwhile.
     A commit that fails part-way (a later file or the marker cannot be written: a full disk)
     removes the files it had published, so OUT holds no file of a shard that does not exist.
     """
-    mark = marker_name(shard)
-    if store.exists(mark):
+    if markers.exists(store, marker.shard):
         return False
     published: list[str] = []
     try:
         for rel, write in parts.items():
             store.makedirs(os.path.dirname(rel))
-            if not store.publish(rel, write, abort=lambda: store.exists(mark)):
+            if not store.publish(rel, write, abort=lambda: markers.exists(store, marker.shard)):
                 return False
             published.append(rel)
-        store.put_bytes(mark, json.dumps(marker, sort_keys=True).encode())
+        markers.write(store, marker)
     except BaseException:
-        _unpublish(store, mark, published)
+        _unpublish(store, marker.shard, published)
         raise
     return True
 
 
-def _unpublish(store: Store, mark: str, published: list[str]) -> None:
+def _unpublish(store: Store, shard: int, published: list[str]) -> None:
     """Remove the files of a failed commit, unless another attempt committed the shard meanwhile
     (its files have the same names: they are now part of a shard)."""
     with contextlib.suppress(Exception):  # the commit's own error is the one to report
-        if store.exists(mark):
+        if markers.exists(store, shard):
             return
         for rel in published:
             store.remove(rel)
-
-
-def read_marker(out: str | Store, shard: Shard) -> dict[str, Any] | None:
-    store = out if isinstance(out, Store) else Store(out)
-    try:
-        return json.loads(store.read(marker_name(shard)))
-    except (OSError, ValueError):
-        return None
-
-
-def committed(out: str, shards: Iterable[Shard], digest: Callable[[Shard], str],
-              spec_hash: str) -> dict[int, dict[str, Any]]:
-    """Markers of the shards already committed for this job, by shard id.
-
-    One listing of ``shards/``, then one read per marker present. A marker whose input hash or
-    spec hash disagrees with the plan is ignored (and its shard recomputed): it belongs to a
-    different job that the job-identity check did not catch.
-    """
-    store = Store(out)
-    present = {name for name in store.listdir(SHARDS_DIR) if name.endswith(".json")}
-    found = {}
-    for shard in shards:
-        if shard.name + ".json" not in present:
-            continue
-        marker = read_marker(store, shard)
-        if marker is None:
-            continue
-        # on a folder, a marker whose files were removed by hand is not a shard; an object
-        # store is trusted (its marker was put after its files), saving a request per file
-        if not store.remote and not all(
-                os.path.exists(store.path(f)) for f in shard_files(marker, shard.name)):
-            continue
-        if marker.get("inputs") != digest(shard) or marker.get("spec") != spec_hash:
-            log.warning("%s: marker does not match this job; recomputing it", shard.name)
-            continue
-        found[shard.id] = marker
-    return found
 
 
 def read_job(out: str) -> dict[str, Any] | None:
@@ -218,21 +155,26 @@ def init_out(out: str, job_json: str, *, overwrite: bool,
 
 def clear_out(out: str, folders: Iterable[str] = ()) -> None:
     """Remove an old job's shards (every file its markers list, and any ``shard-*`` in ``folders``
-    and the old job's own folders), its views and its input list; the user's files stay."""
+    and in the folders any format would use for the old job's outputs), its views and its input
+    list; the user's files stay."""
     store = Store(out)
     old = read_job(out) or {}
     outputs = old.get("spec", {}).get("outputs", []) if isinstance(old.get("spec"), dict) else []
-    for name in store.listdir(SHARDS_DIR):
-        if name.startswith("shard-") and name.endswith(".json"):
-            with contextlib.suppress(OSError, ValueError):
-                for rel in json.loads(store.read(f"{SHARDS_DIR}/{name}")).get("files", []):
-                    store.remove(rel)
-    for folder in {SHARDS_DIR, "parquet", "metadata", *outputs, *folders}:
+    for m in markers.read_all(store):
+        for rel in m.files:
+            store.remove(rel)
+    every = sinks.every()
+    for folder in {SHARDS_DIR, *folders, *(f for s in every for f in s.folders(outputs))}:
         for name in store.listdir(folder):
-            if name.startswith("shard-") or name.endswith(".tmp"):
+            if name.startswith(markers.PREFIX) or name.endswith(".tmp"):
                 store.remove(f"{folder}/{name}")
-    for name in (*VIEW_FILES, INPUTS_FILE, SEGMENTS_FILE):
+    for name in (*view_files(), INPUTS_FILE, SEGMENTS_FILE):
         store.remove(name)
+
+
+def view_files() -> list[str]:
+    """The views any format rebuilds in OUT (an old job's may differ from this one's)."""
+    return sorted({f for s in sinks.every() for f in s.view_files})
 
 
 def remove_stale_temps(out: str, folders: Iterable[str] = ()) -> None:
@@ -251,7 +193,7 @@ def remove_stale_temps(out: str, folders: Iterable[str] = ()) -> None:
                         os.unlink(os.path.join(folder, name))
     for name in os.listdir(out):  # only our own names: OUT may hold the user's files too
         if name.endswith(".tmp") and name.startswith(
-                (*VIEW_FILES, INPUTS_FILE, JOB_FILE, SEGMENTS_FILE)):
+                (*view_files(), INPUTS_FILE, JOB_FILE, SEGMENTS_FILE)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(out, name))
 

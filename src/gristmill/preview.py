@@ -9,15 +9,15 @@ start-up as long as the calibration's first model batch plus a loader process st
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from . import ledger, models
-from .job import cpu_count, job_identity, needs_calibration, plan_workers, resolve
-from .plan import plan
-from .sources import InputList, display_name, list_inputs
+from .engines.base import calibrates
+from .job import cpu_count, job_identity, job_state, needs_calibration, plan_workers, resolve
+from .sources import display_name, list_inputs
 from .spec import JobSpec
+from .store import Store
 from .tuning import calibrate, combined_bound, time_model
 
 START_SECONDS = 0.5  # a worker forked from the warm fork server, its loaders spawned beside it
@@ -32,17 +32,14 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)
     resumed = ledger.check_out(spec.out, job_identity(spec), spec.overwrite)  # changes nothing
-    inputs_path = os.path.join(spec.out, ledger.INPUTS_FILE)
-    frozen = resumed and os.path.exists(inputs_path)
-    inputs = (InputList.load(inputs_path) if frozen
-              else list_inputs(spec.sources, spec.source_options()))
-    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
-    done = ledger.committed(spec.out, shards, lambda s: inputs.digest(s.start, s.stop),
-                            spec.identity_hash()) if resumed else {}
-    pending = [s for s in shards if s.id not in done]
+    frozen = resumed and Store(spec.out).exists(ledger.INPUTS_FILE)
+    listed = list_inputs(spec.sources, spec.source_options()) if spec.append or not frozen else None
+    # exactly the job a run would prepare (a resume, --append, --retry-errors), written nowhere
+    state = job_state(spec, frozen, listed, None, save=False)
+    inputs, shards, pending = state.inputs, state.shards, state.pending
     rates: tuple[float | None, float | None] = (None, None)
     started = time.perf_counter()
-    if spec.engine == "local" and devices[0] == "cpu" and pending and spec.modality == "image":
+    if calibrates(spec) and devices[0] == "cpu" and pending and spec.modality == "image":
         rates = calibrate(spec, inputs, cpu_count(), cache=cache)
         if needs_calibration(spec, devices):
             workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
@@ -58,7 +55,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     return {
         "out": spec.out, "sources": list(spec.sources), "frozen_list": frozen,
         "resumed": resumed, "items": len(inputs), "shards": len(shards),
-        "shard_size": spec.shard_size, "committed_shards": len(done),
+        "shard_size": spec.shard_size, "committed_shards": len(state.done),
         "pending_shards": len(pending), "pending_items": sum(len(s) for s in pending),
         "sample": [display_name(inputs.raw(i)) for i in range(min(SAMPLE, len(inputs)))],
         "model": spec.model.ref, "engine": spec.engine, "batch_size": spec.batch_size,

@@ -1,10 +1,11 @@
 """``OUT/report.html``: one self-contained page about the whole job, rebuilt from OUT alone.
 
-Sources: the run logs (``runlog``: every run of the job, resumes included), the shard markers and
-the error rows of the committed shard files. Charts are inline SVG (``svg.py``); there is no script
-and nothing is fetched (the page forbids it in its Content-Security-Policy), so it opens offline,
-from an e-mail or a CI artefact. Time is "job time": each run's seconds, the runs placed back to
-back, so that a resume days later does not squash the charts.
+Sources: the run logs (``runlog``: every run of the job, resumes included) and the job as it stands
+(``outdir.reopen``: shards, committed markers and their error rows, through the format's sink).
+Charts are inline SVG (``svg.py``); there is no script and nothing is fetched (the page forbids it
+in its Content-Security-Policy), so it opens offline, from an e-mail or a CI artefact. Time is "job
+time": each run's seconds, the runs placed back to back, so that a resume days later does not squash
+the charts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger, runlog
+from . import ledger, outdir, runlog
+from .errors import SpecError
+from .outdir import JobState
 from .svg import esc, line_chart, stacked_bars, timeline
 
 REPORT_FILE = "report.html"
@@ -190,28 +193,15 @@ def shard_timeline(runs: list[Run]) -> str:
                     runs=bounds, label="shards per worker over job time") + legend
 
 
-def item_errors(out: str, limit: int = 100_000) -> list[tuple[str, str, int, list[str]]]:
-    """Error rows of the committed shards grouped by (stage, reason): count and a few names."""
-    import h5py
-
+def item_errors(state: JobState | None) -> list[tuple[str, str, int, list[str]]]:
+    """The error rows still standing, grouped by (stage, reason): count and a few names."""
     groups: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
-    folder = os.path.join(out, ledger.SHARDS_DIR)
-    seen = 0
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if not name.endswith(".json") or seen >= limit:
-            continue
-        marker = runlog_json(os.path.join(folder, name))
-        if not marker or not marker.get("errors"):
-            continue
-        with h5py.File(os.path.join(folder, name[:-5] + ".h5"), "r") as f:
-            for row in f["errors"][()]:
-                item, stage, message = (x.decode() if isinstance(x, bytes) else x for x in row)
-                key = (stage, _reason(message, item))
-                counts[key] += 1
-                seen += 1
-                if len(groups[key]) < EXAMPLES:
-                    groups[key].append(f"{item}: {message}")
+    for _, item, stage, message in state.error_rows() if state is not None else ():
+        key = (stage, _reason(message, item))
+        counts[key] += 1
+        if len(groups[key]) < EXAMPLES:
+            groups[key].append(f"{item}: {message}")
     return [(s, r, n, groups[(s, r)]) for (s, r), n in counts.most_common()]
 
 
@@ -220,14 +210,6 @@ def _reason(message: str, item: str) -> str:
     text = message.replace(item, "…")
     text = re.sub(r"'[^']*/[^']*'|\"[^\"]*/[^\"]*\"|/\S+", "…", text)
     return re.sub(r"\d+", "N", text)[:200]
-
-
-def runlog_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> str:
@@ -240,17 +222,16 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def _summary(out: str, runs: list[Run]) -> tuple[str, list[list[Any]]]:
-    markers = [runlog_json(os.path.join(out, ledger.SHARDS_DIR, n))
-               for n in sorted(os.listdir(os.path.join(out, ledger.SHARDS_DIR)))
-               if n.endswith(".json")] if os.path.isdir(os.path.join(out, ledger.SHARDS_DIR)) \
-        else []
-    markers = [m for m in markers if m]
-    ok, errors = sum(m.get("ok", 0) for m in markers), sum(m.get("errors", 0) for m in markers)
-    last = runs[-1].start if runs else {}
-    total = last.get("shards", "?")
-    line = (f"{ok + errors} of {last.get('items', '?')} items done ({ok} ok, {errors} errors); "
-            f"{len(markers)} of {total} shards committed; {len(runs)} run(s), "
+def _summary(state: JobState | None, runs: list[Run]) -> tuple[str, list[list[Any]]]:
+    if state is not None:
+        ok, errors, committed = state.ok, state.errors, len(state.done)
+        items, total = len(state.inputs), len(state.shards)
+    else:  # OUT holds a job whose input list was never frozen: nothing ran yet
+        last = runs[-1].start if runs else {}
+        ok = errors = committed = 0
+        items, total = last.get("items", "?"), last.get("shards", "?")
+    line = (f"{ok + errors} of {items} items done ({ok} ok, {errors} errors); "
+            f"{committed} of {total} shards committed; {len(runs)} run(s), "
             f"{sum(r.seconds for r in runs):.1f} s of run time")
     rows = []
     for i, r in enumerate(runs):
@@ -276,9 +257,9 @@ def _utilisation_section(procs: list[Process]) -> str:
             + stacked_bars(rows, label="fraction of time per process"))
 
 
-def _errors_section(out: str, runs: list[Run]) -> str:
+def _errors_section(state: JobState | None, runs: list[Run]) -> str:
     parts = []
-    items = item_errors(out)
+    items = item_errors(state)
     if items:
         parts.append(_table(["stage", "reason", "items", "examples"],
                             [[s, r, n, " | ".join(ex)] for s, r, n, ex in items]))
@@ -314,9 +295,13 @@ font-size:11px;overflow:auto;max-height:320px}.verdict{font-weight:bold;font-siz
 def build(out: str) -> str:
     """The report page for OUT, as one HTML string."""
     runs = load_runs(out)
+    try:
+        state: JobState | None = outdir.reopen(out)
+    except SpecError:
+        state = None
     procs = processes(runs)
     points, end = throughput(runs)
-    line, run_rows = _summary(out, runs)
+    line, run_rows = _summary(state, runs)
     last = runs[-1].start if runs else {}
     bounds = [(r.offset, f"run {i + 1}") for i, r in enumerate(runs)]
     chart = line_chart(points, x_max=end or 1.0, xlabel="job time (s, runs back to back)",
@@ -333,7 +318,7 @@ def build(out: str) -> str:
 <h2>Throughput</h2>{chart}
 <h2>Where the time went</h2>{_utilisation_section(procs)}
 <h2>Shards per worker</h2>{shard_timeline(runs)}
-<h2>Errors</h2>{_errors_section(out, runs)}
+<h2>Errors</h2>{_errors_section(state, runs)}
 <h2>Runs</h2>{_table(["run", "id", "started", "seconds", "outcome", "items", "committed",
                       "retries", "replaced", "command"], run_rows)}
 <h2>Job</h2><pre>{esc(job)}</pre>

@@ -99,7 +99,7 @@ def start_event(spec: Any, job: Any, run_id: str, command: str, now: float) -> d
     return {"event": "start", "time": now, "run": run_id, "command": command,
             "pid": os.getpid(), "host": socket.gethostname(), "items": len(job.inputs),
             "shards": len(job.shards), "shard_size": spec.shard_size,
-            "shards_done": len(job.done), "pending_items": sum(len(s) for s in job.pending),
+            "shards_done": len(job.state.done), "pending_items": sum(len(s) for s in job.pending),
             "resumed": job.resumed, "engine": spec.engine, "plans": plans,
             "spec": json.loads(spec.to_json()), "machine": machine(), "versions": versions()}
 

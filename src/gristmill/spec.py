@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import SpecError
+from .sinks import DEFAULT_FORMAT
 
 ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["NCHW", "NHWC"]
-EngineName = Literal["local", "ray"]
+EngineName = str  # a key of engines.base.BACKENDS
 Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
-OutputFormat = Literal["hdf5", "parquet", "npy"]
+OutputFormat = str  # a key of sinks.SINKS
 Modality = Literal["image", "text"]
 
 SPEC_VERSION = 1
@@ -160,7 +161,7 @@ class JobSpec:
     progress: bool = True
     progress_jsonl: str = ""  # --progress jsonl: "-" streams events to stderr, else to this file
     precision: Precision = "fp32"
-    format: OutputFormat = "hdf5"
+    format: OutputFormat = DEFAULT_FORMAT
     append: bool = False  # list the sources again; only inputs not yet in OUT get new shards
     retry_errors: bool = False  # compute again the inputs whose error rows still stand
     image_key: str = ""  # tars: the member extension holding the image (default: the first image)
@@ -195,14 +196,12 @@ class JobSpec:
             raise SpecError(f"--max-attempts must be >= 1, got {self.max_attempts}")
         if self.stall_timeout <= 0:
             raise SpecError(f"--stall-timeout must be > 0, got {self.stall_timeout}")
-        if self.engine not in ("local", "ray"):
-            raise SpecError(f"--engine must be 'local' or 'ray', got {self.engine!r}")
-        if self.ray_address is not None:
-            if self.engine != "ray":
-                raise SpecError("--ray-address is only used with --engine ray")
-            if not _RAY_ADDRESS.fullmatch(self.ray_address):
-                raise SpecError("--ray-address must be auto, ray://host[:port] or host:port, "
-                                f"got {self.ray_address!r}")
+        from .engines.base import check as check_engine
+
+        check_engine(self)
+        if self.ray_address is not None and not _RAY_ADDRESS.fullmatch(self.ray_address):
+            raise SpecError("--ray-address must be auto, ray://host[:port] or host:port, "
+                            f"got {self.ray_address!r}")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise SpecError(f"--precision must be fp32, fp16 or bf16, got {self.precision!r}")
         for source in self.sources:
@@ -214,9 +213,6 @@ class JobSpec:
         self._check_modality()
         if len(set(self.keep_columns)) != len(self.keep_columns):
             raise SpecError(f"--keep-columns names a column twice: {','.join(self.keep_columns)}")
-        clash = set(self.keep_columns) & ({"names", "errors", "columns"} | set(self.outputs))
-        if clash:
-            raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name")
         if self.progress_jsonl not in ("", "-") and not os.path.isdir(
                 os.path.dirname(os.path.abspath(self.progress_jsonl))):
             raise SpecError(f"--progress jsonl={self.progress_jsonl}: its folder does not exist")
@@ -243,25 +239,21 @@ class JobSpec:
                             "--modality text tokenizes with the model's tokenizer")
 
     def _check_output(self) -> None:
+        from . import sinks
         from .store import is_remote
 
-        if self.format not in ("hdf5", "parquet", "npy"):
-            raise SpecError(f"--format must be hdf5, parquet or npy, got {self.format!r}")
+        if self.format not in sinks.FORMATS:
+            raise SpecError(f"--format must be {', '.join(sinks.FORMATS)}, got {self.format!r}")
         if self.overwrite and (self.append or self.retry_errors):
             raise SpecError("--overwrite starts over; it cannot be combined with --append or "
                             "--retry-errors")
-        if is_remote(self.out):
-            if self.format == "hdf5":
-                raise SpecError(f"-o {self.out}: HDF5 output needs a local folder; use "
-                                "--format parquet or --format npy for object storage")
-            if self.engine == "ray":
-                raise SpecError(f"-o {self.out}: object storage output runs on --engine local")
-        if self.format == "npy":
-            reserved = {"metadata", "shards", "parquet", "errors", ".cache"}
-            bad = [o for o in self.outputs if o in reserved or "/" in o]
-            if bad:
-                raise SpecError(f"--format npy stores each output in a folder of its name; "
-                                f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
+        sink = sinks.get(self.format)
+        if is_remote(self.out) and not sink.remote:
+            usable = [f for f in sinks.FORMATS if sinks.get(f).remote]
+            raise SpecError(f"-o {self.out}: --format {self.format} output needs a local folder; "
+                            f"use {' or '.join('--format ' + f for f in usable)} for object "
+                            "storage")
+        sink.check(self.outputs, self.keep_columns)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files.
@@ -275,7 +267,7 @@ class JobSpec:
             extra["reading"] = reading
         if self.modality != "image":  # likewise: image jobs keep their identity
             extra["modality"] = self.modality
-        if self.format != "hdf5":  # likewise: existing HDF5 jobs keep their identity
+        if self.format != DEFAULT_FORMAT:  # likewise: jobs of the first format keep theirs
             extra["format"] = self.format
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,

@@ -1,50 +1,37 @@
 """``gristmill status OUT``: how far a job is, from OUT alone, while it runs or after it stopped.
 
-The markers say what is committed (the truth, whatever happened to the driver); the frozen input
-list and ``job.json`` say how much there is; the last run's log says which shards it gave up; the
-progress file gives the driver's current rate; ``ledger.holder`` says whether a live driver holds
-OUT right now (the kernel drops its lock when it dies, so a killed driver is seen as gone).
+The job as it stands (``outdir.reopen``: the spec, the frozen input list and its segments, the
+shards planned as a run plans them, and the markers, which say what is committed whatever happened
+to the driver) says how much there is and how much is done; the last run's log says which shards it
+gave up; the progress file gives the driver's current rate; ``ledger.holder`` says whether a live
+driver holds OUT right now (the kernel drops its lock when it dies, so a killed driver is seen as
+gone).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
-from . import ledger, runlog
-from .errors import SpecError
-from .plan import plan
-from .sources import InputList
-from .spec import JobSpec
+from . import ledger, outdir, runlog
 
 
 def status(out: str) -> dict[str, Any]:
     """The job's state as plain data; ``SpecError`` when OUT holds no gristmill job."""
-    job_file = os.path.join(out, ledger.JOB_FILE)
-    try:
-        with open(job_file, encoding="utf-8") as f:
-            spec = JobSpec.from_dict(json.load(f)["spec"])
-        inputs = InputList.load(os.path.join(out, ledger.INPUTS_FILE))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SpecError(f"{out} holds no gristmill job ({job_file} or its input list cannot "
-                        f"be read: {getattr(exc, 'strerror', None) or exc})") from None
-    shards = plan(len(inputs), spec.shard_size, inputs.breaks())
-    done = ledger.committed(out, shards, lambda s: inputs.digest(s.start, s.stop),
-                            spec.identity_hash())
+    job = outdir.reopen(out)
+    done = job.done
     runs = runlog.read_runs(out)
     last = runs[-1] if runs else []
     end = next((e for e in reversed(last) if e["event"] == "end"), None)
     failed = {int(k): v for k, v in (end or {}).get("shards_failed", {}).items()
               if int(k) not in done}
-    ok = sum(m.get("ok", 0) for m in done.values())
-    errors = sum(m.get("errors", 0) for m in done.values())
+    ok, errors = job.ok, job.errors
     holder = ledger.holder(out)
     progress = runlog.read_progress(out) or {}
     if holder:
         state = "running"
-    elif len(done) == len(shards):
+    elif job.complete:
         state = "complete"
     elif end is not None:
         state = end["outcome"] if end["outcome"] != "complete" else "incomplete"
@@ -52,14 +39,14 @@ def status(out: str) -> dict[str, Any]:
         state = "crashed"  # a run started, wrote no end, and no longer holds OUT
     else:
         state = "not started"
-    items_left = sum(len(s) for s in shards if s.id not in done)
+    items_left = job.items_pending
     rate = progress.get("rate") if state == "running" else None
     return {
         "out": os.path.abspath(out), "state": state, "driver": holder,
-        "shards": len(shards), "committed_shards": len(done),
+        "shards": len(job.shards), "committed_shards": len(done),
         "failed_shards": sorted(failed), "failed_reasons": {str(k): v for k, v in failed.items()},
-        "pending_shards": len(shards) - len(done) - len(failed),
-        "items": len(inputs), "items_done": ok + errors, "ok": ok, "errors": errors,
+        "pending_shards": len(job.shards) - len(done) - len(failed),
+        "items": len(job.inputs), "items_done": ok + errors, "ok": ok, "errors": errors,
         "rate": rate, "eta_seconds": round(items_left / rate, 1) if rate else None,
         "progress_updated": progress.get("updated"), "runs": len(runs),
         "last_run": last[0].get("run") if last else None,

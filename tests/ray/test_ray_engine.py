@@ -129,7 +129,7 @@ def test_ray_resumes_from_markers(ray_cluster, tree210, reference, tmp_path) -> 
     shutil.copytree(reference, out)
     for name in shard_files(out)[-6:]:  # the last three shards and their markers
         os.unlink(out / ledger.SHARDS_DIR / name)
-    os.unlink(out / ledger.VIEW_FILE)
+    os.unlink(out / "features.h5")
     report = run(tree210[0], out, engine="ray")
     assert (report.shards_skipped, report.shards_committed) == (11, 3)
     assert_same(out, reference)

@@ -8,14 +8,25 @@ import os
 
 import pytest
 
-from gristmill import ledger
+from gristmill import ledger, outdir
+from gristmill.marker import Marker, marker_name
 from gristmill.plan import Shard
+from gristmill.sources import InputList
 
 
 def _out(tmp_path) -> str:
     out = str(tmp_path / "out")
     os.makedirs(os.path.join(out, ledger.SHARDS_DIR))
     return out
+
+
+def _h5(shard: Shard) -> str:
+    return f"{ledger.SHARDS_DIR}/{shard.name}.h5"
+
+
+def _marker(shard: Shard, n: int = 0, **fields) -> Marker:
+    return Marker(shard.id, shard.start, shard.stop, ok=n, errors=0, inputs="d", spec="spec",
+                  files=(_h5(shard),), error_rows=(), **fields)
 
 
 def test_second_commit_of_a_shard_is_discarded(tmp_path):
@@ -27,12 +38,13 @@ def test_second_commit_of_a_shard_is_discarded(tmp_path):
                 f.write(content)
         return to
 
-    assert ledger.commit_shard(out, shard, write(b"first"), {"n": 1})
-    assert not ledger.commit_shard(out, shard, write(b"second"), {"n": 2})
-    with open(ledger.shard_path(out, shard), "rb") as f:
+    store = ledger.Store(out)
+    assert ledger.commit_parts(store, {_h5(shard): write(b"first")}, _marker(shard, 1))
+    assert not ledger.commit_parts(store, {_h5(shard): write(b"second")}, _marker(shard, 2))
+    with open(store.path(_h5(shard)), "rb") as f:
         assert f.read() == b"first"
-    with open(ledger.marker_path(out, shard)) as f:
-        assert json.load(f) == {"n": 1}
+    with open(store.path(marker_name(shard.id))) as f:
+        assert json.load(f)["ok"] == 1
     assert sorted(os.listdir(os.path.join(out, ledger.SHARDS_DIR))) == [
         "shard-000003.h5", "shard-000003.json"]
 
@@ -40,8 +52,9 @@ def test_second_commit_of_a_shard_is_discarded(tmp_path):
 def test_a_shard_without_marker_is_not_committed(tmp_path):
     """A worker killed between rename and marker: the file is there, the shard is not."""
     out, shard = _out(tmp_path), Shard(0, 0, 10)
-    open(ledger.shard_path(out, shard), "wb").close()
-    assert ledger.committed(out, [shard], lambda s: "d", "spec") == {}
+    open(os.path.join(out, _h5(shard)), "wb").close()
+    inputs = InputList.from_names(b"/r", [f"{i}".encode() for i in range(10)])
+    assert outdir.committed(ledger.Store(out), [shard], inputs, "spec") == {}
 
 
 def test_failed_write_leaves_no_file_and_no_marker(tmp_path):
@@ -53,7 +66,7 @@ def test_failed_write_leaves_no_file_and_no_marker(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        ledger.commit_shard(out, shard, write, {})
+        ledger.commit_parts(ledger.Store(out), {_h5(shard): write}, _marker(shard))
     assert os.listdir(os.path.join(out, ledger.SHARDS_DIR)) == []
 
 
@@ -74,7 +87,7 @@ def test_failed_marker_write_removes_the_shard_files(tmp_path, monkeypatch):
     put = store.put_bytes
 
     def full(rel: str, data: bytes) -> None:
-        if rel == ledger.marker_name(shard):
+        if rel == marker_name(shard.id):
             raise OSError(28, "No space left on device")
         put(rel, data)
 
@@ -84,12 +97,12 @@ def test_failed_marker_write_removes_the_shard_files(tmp_path, monkeypatch):
         with open(tmp, "wb") as f:
             f.write(b"rows")
 
-    parts = {f"{ledger.SHARDS_DIR}/{shard.name}.h5": write, f"meta/{shard.name}.parquet": write}
+    parts = {_h5(shard): write, f"meta/{shard.name}.parquet": write}
     with pytest.raises(OSError):
-        ledger.commit_parts(store, shard, parts, {})
+        ledger.commit_parts(store, parts, _marker(shard))
     assert os.listdir(os.path.join(out, ledger.SHARDS_DIR)) == []
     assert os.listdir(os.path.join(out, "meta")) == []
     monkeypatch.setattr(store, "put_bytes", put)  # the disk has room again: the retry commits
-    assert ledger.commit_parts(store, shard, parts, {"n": 1})
+    assert ledger.commit_parts(store, parts, _marker(shard, 1))
     assert sorted(os.listdir(os.path.join(out, ledger.SHARDS_DIR))) == [
         "shard-000002.h5", "shard-000002.json"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import outkit
 import pytest
 
-from gristmill import increment, ledger
+from gristmill import increment, ledger, outdir
 from gristmill.errors import SpecError
-from gristmill.plan import Shard, plan, plan_segments
+from gristmill.plan import plan, plan_segments
 from gristmill.sources import InputList
 from gristmill.sources.base import ItemRef, Kind, Listing
 from gristmill.spec import JobSpec
@@ -58,34 +60,49 @@ def test_extend_carries_the_references_of_tar_samples():
 
 
 def test_errors_to_retry_skips_inputs_already_in_a_retry_shard(tmp_path):
-    inputs = InputList.from_names(b"/r", [b"a", b"b", b"c", b"d"])
-    inputs = increment.extend(inputs, inputs, [1])  # b already retried once, in shard 2
-    shards = [Shard(0, 0, 2), Shard(1, 2, 4), Shard(2, 4, 5, retry=True)]
-    done = {0: {"error_rows": [[1, "b", "read", "x"]]},
-            1: {"error_rows": [[2, "c", "read", "x"], [3, "d", "read", "y"]]}}
-    store = Store(str(tmp_path))
-    assert increment.errors_to_retry(store, inputs, shards, done) == [2, 3]  # c, d
-    done[2] = {"error_rows": [[4, "b", "read", "again"]]}
-    assert [inputs.raw(i) for i in increment.errors_to_retry(store, inputs, shards, done)] == [
+    state = outkit.make_job(tmp_path, ["a", "b", "c", "d"], shard_size=2)
+    outkit.commit(state, 0, {"b": ("read", "x")})
+    outkit.commit(state, 1, {"c": ("read", "x"), "d": ("read", "y")})
+    state = state.refreshed()
+    assert increment.errors_to_retry(state) == [1, 2, 3]
+    # b already retried once, in shard 2: not named again while that shard stands
+    state = state.grown("retry", increment.extend(state.inputs, state.inputs, [1]))
+    assert [(s.id, s.start, s.stop, s.retry) for s in state.shards][2] == (2, 4, 5, True)
+    assert increment.errors_to_retry(state) == [2, 3]  # c, d
+    outkit.commit(state, 2, {"b": ("read", "again")})
+    assert [state.inputs.raw(i) for i in increment.errors_to_retry(state.refreshed())] == [
         b"c", b"d", b"b"]
 
 
+def test_errors_to_retry_finds_the_rows_of_old_hdf5_markers_by_name(tmp_path):
+    state = outkit.make_job(tmp_path, ["a", "b", "c", "d"], shard_size=2)
+    outkit.commit(state, 1, {"d": ("decode", "bad")}, legacy=True)
+    assert increment.errors_to_retry(state.refreshed()) == [3]
+
+
 def test_segments_file_is_written_before_the_list(tmp_path):
-    store = Store(str(tmp_path))
-    inputs = InputList.from_names(b"/r", [b"a", b"b"])
-    increment.save_inputs(store, inputs, str(tmp_path))
-    listed = InputList.from_names(b"/r", [b"a", b"b", b"c"])
-    grown, segments, _ = increment.grow(store, inputs, [(0, "list")], "append", listed, [2],
-                                        str(tmp_path))
-    assert segments == increment.load_segments(store) == [(0, "list"), (2, "append")]
-    assert len(InputList.load(str(tmp_path / ledger.INPUTS_FILE))) == 3 == len(grown)
+    state = outkit.make_job(tmp_path, ["a", "b"], shard_size=2)
+    listed = InputList.from_names(b"/photos", [b"a", b"b", b"c"])
+    grown, did = increment.grow(dataclasses.replace(
+        state, spec=dataclasses.replace(state.spec, append=True)), listed)
+    assert did and len(grown.inputs) == 3
+    assert len(InputList.load(str(tmp_path / ledger.INPUTS_FILE))) == 2  # grow writes nothing
+    outdir.save(grown, str(tmp_path), grown=True)
+    assert outdir.load_segments(Store(str(tmp_path))) == [(0, "list"), (2, "append")]
+    assert len(InputList.load(str(tmp_path / ledger.INPUTS_FILE))) == 3
     assert json.loads((tmp_path / "segments.json").read_text())[1] == {"start": 2,
                                                                        "kind": "append"}
+    # a kill between the two files: the segment starting at the old list's end is ignored
+    (tmp_path / ledger.INPUTS_FILE).unlink()
+    state.inputs.save(str(tmp_path / ledger.INPUTS_FILE))
+    assert outdir.reopen(str(tmp_path)).segments == ((0, "list"),)
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"format": "csv"}, "--format must be hdf5, parquet or npy"),
-    ({"out": "s3://b/run"}, "HDF5 output needs a local folder; use --format parquet"),
+    ({"format": "csv"}, "--format must be hdf5, parquet, npy"),
+    ({"out": "s3://b/run"}, "--format hdf5 output needs a local folder; use --format parquet"),
+    ({"outputs": ("names",)}, "--outputs names: the name is reserved by --format hdf5"),
+    ({"keep_columns": ("f",), "outputs": ("f",), "format": "parquet"}, "--keep-columns f clashes"),
     ({"out": "s3://b/run", "format": "npy", "engine": "ray"}, "runs on --engine local"),
     ({"append": True, "overwrite": True}, "cannot be combined with --append"),
     ({"format": "npy", "outputs": ("metadata",)}, "'metadata' is reserved"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import html.parser
 import json
-import os
 import time
 
-import numpy as np
+import outkit
+import pytest
 
-from gristmill import ledger, report, runlog
+from gristmill import report, runlog
 from gristmill.engines.messages import (
     Receipt,
     ShardFailed,
@@ -18,9 +18,7 @@ from gristmill.engines.messages import (
     WorkerReady,
     WorkerReplaced,
 )
-from gristmill.plan import Shard
 from gristmill.progress import Report, Tracker
-from gristmill.sinks.hdf5 import write_shard
 
 EVIL = '<script>alert("x")</script>'
 
@@ -39,15 +37,12 @@ def a_run(out, run_id, t0, messages, outcome=None):
         sinks[0].close()  # killed: no end line
 
 
-def commit(out, shard_id, names, errors):
-    shard = Shard(shard_id, shard_id * 8, shard_id * 8 + 8)
-    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-    ledger.commit_shard(str(out), shard, lambda tmp: write_shard(
-        tmp, names, {"features": np.zeros((len(names), 2), "f4")}, errors),
-        {"ok": len(names), "errors": len(errors)})
+BAD = f"{EVIL}.jpg"
+NAMES = [BAD, *(f"a{i}.jpg" for i in range(7)),
+         *(f"b{k}{i}.jpg" for k in (1, 2, 3) for i in range(8))]
 
 
-def make_job(out):
+def make_job(out, fmt="hdf5", legacy=False):
     """Run 1: two workers, worker 1 replaced, shard 1 retried, driver killed. Run 2 finishes."""
     t = time.time()  # the Tracker stamps events with the clock; receipts carry their own times
     stage = {"load": 0.5, "model": 4.0, "write": 0.2}  # model-bound: loaders mostly wait
@@ -66,10 +61,11 @@ def make_job(out):
         Receipt(2, 8, 0, True, stage, 0, t2 + 1, t2 + 5),
         Receipt(3, 8, 0, True, stage, 0, t2 + 5, t2 + 9),
     ], outcome="complete")
-    commit(out, 0, [f"a{i}.jpg" for i in range(7)],
-           [(f"{EVIL}.jpg", "decode", f"cannot identify image file '/data/{EVIL}.jpg'")])
+    state = outkit.make_job(out, NAMES, shard_size=8, fmt=fmt)
+    outkit.commit(state, 0, {BAD: ("decode", f"cannot identify image file '/data/{BAD}'")},
+                  legacy=legacy)
     for k in (1, 2, 3):
-        commit(out, k, [f"b{k}{i}.jpg" for i in range(8)], [])
+        outkit.commit(state, k)
 
 
 class Tags(html.parser.HTMLParser):
@@ -81,9 +77,13 @@ class Tags(html.parser.HTMLParser):
         self.tags.append(tag)
 
 
-def test_report_covers_both_runs_marks_the_replacement_and_escapes_every_name(tmp_path):
+@pytest.mark.parametrize("fmt,legacy", [("hdf5", False), ("hdf5", True), ("parquet", False),
+                                        ("npy", False)])
+def test_report_covers_both_runs_marks_the_replacement_and_escapes_every_name(tmp_path, fmt,
+                                                                              legacy):
+    """In every format, and from an HDF5 marker older than error rows in markers."""
     out = tmp_path / "out"
-    make_job(out)
+    make_job(out, fmt, legacy)
     path = report.write_report(str(out))
     page = open(path, encoding="utf-8").read()
     parser = Tags()
@@ -120,7 +120,7 @@ def test_bottleneck_names_the_stage_that_waits_least():
 
 def test_report_of_a_job_without_logs_still_renders(tmp_path):
     out = tmp_path / "out"
-    commit(out, 0, ["a.jpg"], [])
+    outkit.commit(outkit.make_job(out, ["a.jpg"], shard_size=8), 0)
     page = report.build(str(out))
     assert "No worker became ready" in page and "No shard was computed yet" in page
     assert json.loads(json.dumps(report.throughput([])))  == [[], 0.0]

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-import numpy as np
 import pytest
+from outkit import commit, make_job
 
 from gristmill import ledger, runlog, status
 from gristmill.errors import SpecError
-from gristmill.plan import plan
-from gristmill.sinks.hdf5 import write_shard
-from gristmill.sources import InputList
-from gristmill.spec import JobSpec
 
 
 def make_out(out, committed):
-    """A job of 50 inputs in 5 shards of 10, with ``committed`` shards committed."""
-    spec = JobSpec(sources=("photos",), out=str(out), shard_size=10, outputs=("features",))
-    inputs = InputList.from_names(b"/photos", [f"{i:03d}.jpg".encode() for i in range(50)])
-    os.makedirs(out / "shards")
-    (out / "job.json").write_text(json.dumps({"spec": json.loads(spec.to_json())}))
-    inputs.save(str(out / "inputs.npz"))
-    for shard in plan(50, 10)[:committed]:
-        ledger.commit_shard(str(out), shard, lambda tmp: write_shard(
-            tmp, ["a"] * 9, {"features": np.zeros((9, 2), "f4")}, [("b", "decode", "bad")]),
-            {"ok": 9, "errors": 1, "inputs": inputs.digest(shard.start, shard.stop),
-             "spec": spec.identity_hash()})
+    """A job of 50 inputs in 5 shards of 10, with ``committed`` shards committed (one error
+    row each)."""
+    state = make_job(out, [f"{i:03d}.jpg" for i in range(50)], shard_size=10)
+    for k in range(committed):
+        commit(state, k, {f"{k * 10 + 9:03d}.jpg": ("decode", "bad")})
 
 
 def log_run(out, *events):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .messages import ShardTask
 
 if TYPE_CHECKING:
-    from ..job import PreparedJob
     from ..plan import Shard
+    from ..prepared import PreparedJob
     from ..spec import JobSpec
 
 
@@ -84,9 +84,13 @@ class Engine(Protocol):
 
 
 class Backend(Protocol):
-    """One job's engine, from right after ``spec.check()`` to the end of the job."""
+    """One job's engine, from right after ``spec.check()`` to the end of the job.
+
+    Its class says what the engine accepts, read by ``check`` before anything starts."""
 
     calibrates: bool  # whether the driver's calibration decides the worker budgets
+    remote_out: bool  # whether OUT may be object storage
+    options: tuple[str, ...]  # the JobSpec fields only this engine reads (``ray_address``)
 
     def devices(self) -> list[str] | None:
         """The devices the engine decided (one per worker), or None to resolve them locally."""
@@ -105,7 +109,36 @@ BACKENDS = {"local": "gristmill.engines.local:LocalBackend",
             "ray": "gristmill.engines.ray:RayBackend"}  # keyed by JobSpec.engine
 
 
+def backend_class(name: str) -> type[Backend]:
+    """The backend class of engine ``name`` (its module is imported only when used)."""
+    module, attr = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def backend(spec: JobSpec) -> Backend:
-    """Start the backend ``spec.engine`` names (its module is imported only when used)."""
-    module, name = BACKENDS[spec.engine].split(":")
-    return getattr(importlib.import_module(module), name)(spec)
+    """Start the backend ``spec.engine`` names."""
+    return backend_class(spec.engine)(spec)
+
+
+def calibrates(spec: JobSpec) -> bool:
+    """Whether ``spec``'s engine sizes its workers from this machine's calibration."""
+    return backend_class(spec.engine).calibrates
+
+
+def check(spec: JobSpec) -> None:
+    """``SpecError`` (one line) for what ``spec``'s engine cannot do, before anything starts."""
+    from ..errors import SpecError
+    from ..store import is_remote
+
+    if spec.engine not in BACKENDS:
+        raise SpecError(f"--engine must be {' or '.join(map(repr, BACKENDS))}, "
+                        f"got {spec.engine!r}")
+    cls = backend_class(spec.engine)
+    for name in BACKENDS:
+        for option in backend_class(name).options if name != spec.engine else ():
+            if getattr(spec, option) is not None and option not in cls.options:
+                raise SpecError(f"--{option.replace('_', '-')} is only used with --engine {name}")
+    if is_remote(spec.out) and not cls.remote_out:
+        raise SpecError(f"-o {spec.out}: object storage output runs on --engine "
+                        + " or ".join(n for n in BACKENDS if backend_class(n).remote_out)
+                        + " (or mount the bucket)")

@@ -47,15 +47,16 @@ from ..loader.launch import die_with_parent
 from ..loader.ring import PREFIX, new_name, unlink
 from ..logs import LogSetup
 from ..plan import Shard
+from ..prepared import WorkerPlan
 from ..sources import InputList
 from ..spec import JobSpec
 from . import forkserver, turns
 from .messages import ShardTask, Stop, WorkerCrashed, WorkerReady
-from .runner import ShardRunner, WorkerPlan, describe_exception
+from .runner import ShardRunner, describe_exception
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from ..job import PreparedJob
+    from ..prepared import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,8 @@ class LocalBackend:
     job's preparation (a ``Backend``)."""
 
     calibrates = True
+    remote_out = True
+    options: tuple[str, ...] = ()
 
     def __init__(self, spec: JobSpec) -> None:
         shm.quiet_tracker()
@@ -309,23 +312,3 @@ class LocalBackend:
 
     def close(self) -> None:
         """Nothing: the fork server serves the next job of this Python session too."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into the same clean stop as Ctrl-C."""
-
-
-def raise_on_sigterm() -> Callable[[], None]:
-    """Route SIGTERM to KeyboardInterrupt in the main thread; returns a function that undoes it."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-

@@ -48,15 +48,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ledger
 from ..plan import Shard
+from ..prepared import WorkerPlan
 from ..spec import JobSpec
 from ..tuning import ALLOCATOR_ENV
 from . import ray_worker
 from .messages import ShardTask, WorkerCrashed
-from .runner import WorkerPlan
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from ..job import PreparedJob
+    from ..prepared import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,8 @@ class RayBackend:
     """The Ray engine for one job: connects and starts the actors now (a ``Backend``)."""
 
     calibrates = False  # actors are planned from the cluster's nodes, not this machine's rates
+    remote_out = False  # actors on other nodes write OUT: a filesystem every node sees
+    options = ("ray_address",)
 
     def __init__(self, spec: JobSpec) -> None:
         self.actors = prestart(spec)

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
+from ..prepared import WorkerPlan
 from ..sources import InputList
 from ..spec import JobSpec
 from .messages import Progress, ShardTask, WorkerReady
-from .runner import ShardRunner, WorkerPlan
+from .runner import ShardRunner
 
 log = logging.getLogger(__name__)
 

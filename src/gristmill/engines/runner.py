@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import ledger
+from .. import ledger, sinks
 from ..loader.messages import BatchTask, Filled
 from ..loader.pool import LoaderPool
 from ..loader.process import ImageFill
 from ..loader.ring import RingSpec, new_name
+from ..marker import Marker, marker_name
 from ..plan import batches
-from ..sinks.base import get_sink
+from ..prepared import WorkerPlan
 from ..sources import InputList, display_name
 from ..spec import JobSpec
 from ..store import Store
@@ -54,26 +55,6 @@ class _InFlight:
     started: float = field(default_factory=time.time)  # wall clock: the report's timeline
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """What one worker runs with: its device, thread budget, loaders and ring geometry.
-
-    Frozen: the engine derives each start's plan with ``dataclasses.replace`` (a fresh ring name,
-    the job's turns folder) and never changes the prepared job's plans.
-    """
-
-    index: int
-    device: str
-    threads: int
-    loaders: int
-    slots: int
-    batch_size: int
-    ring_name: str = ""
-    shared_weights: str | None = None  # a weights file the driver saved for workers to mmap
-    turns: int = 0  # CPU workers outnumber the cores: this many run their model at once (turns.py)
-    turns_dir: str = ""  # the turn files, made by the engine
-
-
 class ShardRunner:
     """Runs shards through one model with its own loader processes (see module docstring)."""
 
@@ -85,7 +66,7 @@ class ShardRunner:
         self.loader_restarts = 0
         self.names = False  # the model's predict takes the batch's input names (capabilities)
         self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
-        self.sink = get_sink(spec.format)
+        self.sink = sinks.get(spec.format)
         self.store = Store(spec.out)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -217,20 +198,20 @@ class ShardRunner:
         errors = [row[1:] for row in error_rows]
         outputs = {k: np.concatenate(v) for k, v in parts.items() if v}
         start = time.perf_counter()
-        where = f"{ledger.SHARDS_DIR}/{shard.name}"
+        where = marker_name(shard.id)
         try:
             files = self.sink.parts(shard.name, names, outputs, errors, columns)
             where = next(iter(files), where)
-            marker = {"shard": shard.id, "start": shard.start, "stop": shard.stop,
-                      "ok": len(names), "errors": len(errors),
-                      "inputs": self.inputs.digest(shard.start, shard.stop),
-                      "spec": self.spec.identity_hash(), "format": self.spec.format,
-                      "files": list(files), "error_rows": error_rows,
-                      "outputs": {k: list(v.shape[1:]) for k, v in outputs.items()}}
-            if shard.retry:  # the earlier error rows of these inputs are superseded
-                marker["retried"] = [display_name(r) for r in
-                                     self.inputs.raw_range(shard.start, shard.stop)]
-            done = ledger.commit_parts(self.store, shard, files, marker)
+            retried = (tuple(display_name(r) for r in  # their earlier error rows are superseded
+                             self.inputs.raw_range(shard.start, shard.stop))
+                       if shard.retry else ())
+            marker = Marker(shard.id, shard.start, shard.stop, ok=len(names), errors=len(errors),
+                            inputs=self.inputs.digest(shard.start, shard.stop),
+                            spec=self.spec.identity_hash(), format=self.spec.format,
+                            files=tuple(files), error_rows=tuple(error_rows),
+                            shapes={k: v.shape[1:] for k, v in outputs.items()},
+                            retried=retried)
+            done = ledger.commit_parts(self.store, files, marker)
         except OSError as exc:
             return ShardFailed(shard.id, f"write {self.store.path(where)}: {exc.strerror or exc}")
         except Exception as exc:  # an object store's client errors are not all OSErrors

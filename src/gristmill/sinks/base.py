@@ -7,6 +7,8 @@
 - ``npy``: ``<output>/shard-N.npy`` + ``metadata/shard-N.parquet`` in the same row order, the
   layout embedding-reader and autofaiss read (``npy.py``).
 
+(The registry is ``sinks/__init__.py``.)
+
 Every sink shares the ledger's commit protocol: ``parts`` says which files a shard consists of and
 how to write each to a local path; ``ledger.commit_parts`` publishes them whole and then the marker,
 which lists them (``files``) and carries the shard's error rows. A shard with no marker does not
@@ -14,7 +16,7 @@ exist for ``open`` or for a resume.
 
 Errors and retries: the shards of a job are read in id order; an input named again by a later
 shard (a ``--retry-errors`` segment) supersedes its earlier error row, so every input appears
-exactly once, in the outputs or in ``errors`` (``current_errors``).
+exactly once, in the outputs or in ``errors`` (``marker.standing_errors``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import ledger
+from ..errors import SpecError
+from ..marker import IndexedError, Marker
 from ..store import Store
 
-FORMATS = ("hdf5", "parquet", "npy")
 Writer = Callable[[str], None]
 ErrorRow = tuple[str, str, str]  # name, stage, message
+TAKEN = frozenset({"name"})  # a column every format stores beside the outputs
 
 
 class Result(Protocol):
@@ -53,9 +56,16 @@ class Result(Protocol):
 
 class Sink(Protocol):
     format: str
+    view: str  # what to read, in words, for the run's summary
+    view_files: tuple[str, ...]  # OUT-relative files of the view, rebuilt after every run
+    remote: bool  # whether OUT may be object storage
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         """Folders of OUT that hold this format's shard files (swept for temporaries)."""
+        ...
+
+    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
+        """``SpecError`` (one line) for output or column names this format cannot store."""
         ...
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
@@ -63,70 +73,51 @@ class Sink(Protocol):
         """The shard's files, ``OUT``-relative name -> function writing it to a local path."""
         ...
 
-    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
-                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
-        """(Re)build the view over the committed ``(shard name, marker)`` pairs, in id order."""
+    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
+        """A committed shard's error rows (from its marker; a format whose old markers lack
+        them reads its files)."""
         ...
 
-    def open(self, out: str) -> Result:
+    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                     attrs: dict[str, Any]) -> str:
+        """(Re)build the view over the committed shards' ``markers``, in id order."""
+        ...
+
+    def open(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str]) -> Result:
+        """The committed shards (``markers``, in id order) as one ``Result``."""
+        ...
+
+    def open_file(self, path: str) -> Result | None:
+        """``path`` opened as this format's view file; None when it is not one."""
         ...
 
 
-def get_sink(fmt: str) -> Sink:
-    if fmt == "parquet":
-        from .parquet import ParquetSink
-
-        return ParquetSink()
-    if fmt == "npy":
-        from .npy import NpySink
-
-        return NpySink()
-    from .hdf5 import Hdf5Sink
-
-    return Hdf5Sink()
+def marker_error_rows(marker: Marker) -> list[IndexedError]:
+    return list(marker.error_rows or ())
 
 
-def shard_files(marker: dict[str, Any], shard_name: str) -> list[str]:
-    """What a committed shard consists of: the files its marker lists."""
-    return ledger.shard_files(marker, shard_name)
+def plain_errors(rows: Iterable[IndexedError]) -> list[ErrorRow]:
+    return [(name, stage, message) for _, name, stage, message in rows]
 
 
-def error_rows(marker: dict[str, Any]) -> list[ErrorRow]:
-    return [(str(r[1]), str(r[2]), str(r[3])) for r in marker.get("error_rows", [])]
-
-
-def current_errors(shards: Iterable[tuple[Iterable[str], Iterable[ErrorRow]]]) -> list[ErrorRow]:
-    """The error rows still standing after every shard, given each shard's (ok names, errors)
-    in id order: a later shard naming an input again replaces its earlier row."""
-    standing: dict[str, ErrorRow] = {}
-    for ok, errors in shards:
-        for name in ok:
-            standing.pop(name, None)
-        for row in errors:
-            standing.pop(row[0], None)  # re-inserted: a retried error moves to its new place
-            standing[row[0]] = row
-    return list(standing.values())
-
-
-def committed_markers(out: str | Store) -> list[tuple[str, dict[str, Any]]]:
-    """Every ``(shard name, marker)`` in OUT, in shard id order (what ``open`` reads)."""
-    import json
-
-    store = out if isinstance(out, Store) else Store(out)
-    found = []
-    names = [n for n in store.listdir(ledger.SHARDS_DIR)
-             if n.startswith("shard-") and n.endswith(".json") and n[6:-5].isdigit()]
-    for name in sorted(names, key=lambda n: int(n[6:-5])):
-        try:
-            found.append((name[:-5], json.loads(store.read(f"{ledger.SHARDS_DIR}/{name}"))))
-        except (OSError, ValueError):
-            continue  # unreadable marker: the shard is not committed
-    return found
+def check_names(fmt: str, outputs: Sequence[str], keep_columns: Sequence[str],
+                reserved: Iterable[str] = ()) -> None:
+    """Outputs and carried columns share one namespace with ``name`` and the format's own
+    ``reserved`` names: a clash is a ``SpecError`` naming it."""
+    blocked = set(reserved) | TAKEN
+    bad = [o for o in outputs if o in blocked]
+    if bad:
+        raise SpecError(f"--outputs {bad[0]}: the name is reserved by --format {fmt} "
+                        f"(reserved: {', '.join(sorted(blocked))})")
+    clash = set(keep_columns) & (blocked | set(outputs))
+    if clash:
+        raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name or a "
+                        f"name --format {fmt} reserves")
 
 
 def check_columns(columns: dict[str, list[Any]], outputs: Iterable[str], rows: int) -> None:
     """Carried columns must be row-aligned and must not shadow ``name`` or an output."""
-    taken = {"name", *outputs}
+    taken = {*TAKEN, *outputs}
     for key, values in columns.items():
         if key in taken:
             raise ValueError(f"carried column {key!r} has the name of an output or of 'name'")

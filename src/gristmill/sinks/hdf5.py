@@ -26,10 +26,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .. import ledger
+from ..marker import IndexedError, Marker, standing_errors
 from ..store import Store
-from .base import current_errors
+from .base import check_names, marker_error_rows
 
+VIEW_FILE = "features.h5"
+RESERVED = frozenset({"names", "errors", "columns"})  # the view's own datasets and group
 STR = h5py.string_dtype("utf-8")
 ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 
@@ -37,7 +39,7 @@ ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 def write_shard(path: str, names: Sequence[str], outputs: dict[str, np.ndarray],
                 errors: Sequence[tuple[str, str, str]],
                 columns: dict[str, list[Any]] | None = None) -> None:
-    """Write one shard file (no commit: see ``ledger.commit_shard``); OSError if the disk fails.
+    """Write one shard file (no commit: see ``ledger.commit_parts``); OSError if the disk fails.
 
     ``columns`` are carried metadata (values str/int/float/bool/None), row-aligned with ``names``.
     """
@@ -111,7 +113,7 @@ def _in_memory(path: str) -> Iterator[h5py.File]:
 def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
                attrs: dict[str, Any]) -> str:
     """(Re)build ``OUT/features.h5`` over ``shard_files`` (committed, in input order)."""
-    final = os.path.join(out, "features.h5")
+    final = os.path.join(out, VIEW_FILE)
     tmp = f"{final}.{os.getpid()}.tmp"
     names: list[Any] = []
     per_shard: list[tuple[list[str], list[tuple[str, str, str]]]] = []
@@ -129,7 +131,8 @@ def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
                 if key in f:
                     layouts[key].append((os.path.relpath(path, out), f[key].shape, f[key].dtype))
     all_names = np.concatenate(names) if names else np.array([], dtype=object)
-    standing = current_errors(per_shard)
+    standing = [row[1:] for row in standing_errors(
+        [(ok, [(-1, *row) for row in errs]) for ok, errs in per_shard])]
     try:
         with _in_memory(tmp) as f:
             f.create_dataset("names", data=all_names, dtype=STR)
@@ -182,7 +185,7 @@ class Result:
 
     @property
     def outputs(self) -> dict[str, h5py.Dataset]:
-        return {k: v for k, v in self.file.items() if k not in ("names", "errors", "columns")}
+        return {k: v for k, v in self.file.items() if k not in RESERVED}
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
@@ -222,9 +225,15 @@ class Hdf5Sink:
     """The ``hdf5`` format: ``shards/shard-N.h5`` and the ``features.h5`` view."""
 
     format = "hdf5"
+    view = VIEW_FILE
+    view_files = (VIEW_FILE,)
+    remote = False  # the view's virtual datasets map shard files by path
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return ["shards"]
+
+    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
+        check_names(self.format, outputs, keep_columns, RESERVED)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[tuple[str, str, str]],
@@ -232,21 +241,30 @@ class Hdf5Sink:
         return {f"shards/{shard_name}.h5":
                 lambda path: write_shard(path, names, outputs, errors, columns)}
 
-    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
-                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
-        files = [store.path(rel) for name, marker in shards
-                 for rel in ledger.shard_files(marker, name)]
+    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
+        if marker.error_rows is not None:
+            return marker_error_rows(marker)
+        # a marker older than error rows in markers: the shard file has them (without indices)
+        with h5py.File(store.path(marker.files[0]), "r") as f:
+            return [(-1, *(_text(x) for x in row)) for row in f["errors"][()]]
+
+    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                     attrs: dict[str, Any]) -> str:
+        files = [store.path(rel) for marker in markers for rel in marker.files]
         return build_view(store.root, files, outputs, attrs)
 
-    def open(self, out: str) -> Result:
-        return open_view(out)
+    def open(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str]) -> Result:
+        return open_view(store.root)
+
+    def open_file(self, path: str) -> Result | None:
+        return open_view(path) if path.endswith(".h5") else None
 
 
 def open_view(out: str) -> Result:
     """Open ``OUT/features.h5`` (virtual sources resolve relative to OUT)."""
     from ..errors import SpecError
 
-    path = out if out.endswith(".h5") else os.path.join(out, "features.h5")
+    path = out if out.endswith(".h5") else os.path.join(out, VIEW_FILE)
     try:
         return Result(h5py.File(path, "r"))
     except OSError as exc:

@@ -17,20 +17,37 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SpecError
+from ..marker import IndexedError, Marker
 from ..store import Store
 from . import table as tb
-from .base import ErrorRow, Writer, check_columns
-from .parquet import read_tables, refresh_errors
+from .base import ErrorRow, Writer, check_columns, check_names, marker_error_rows
+from .parquet import ERRORS_FILE, read_tables, refresh_errors
 
 METADATA = "metadata"
-RESERVED = frozenset({METADATA, "shards", "parquet", "errors", ".cache"})
+# each output is a folder of OUT: not one of OUT's own names
+RESERVED = frozenset({METADATA, "shards", "parquet", "errors", ".cache", "runs"})
 
 
 class NpySink:
     format = "npy"
+    view = f"<output>/*.npy + {METADATA}/*.parquet ({ERRORS_FILE})"
+    view_files = (ERRORS_FILE,)
+    remote = True
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return [METADATA, *outputs]
+
+    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
+        nested = [o for o in outputs if "/" in o]
+        if nested:
+            raise SpecError(f"--format npy stores each output in a folder of its name; "
+                            f"{nested[0]!r} is not a folder name (choose --format parquet or hdf5)")
+        bad = [o for o in outputs if o in RESERVED]
+        if bad:
+            raise SpecError(f"--format npy stores each output in a folder of its name; "
+                            f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
+        check_names(self.format, outputs, keep_columns)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[ErrorRow], columns: dict[str, list[Any]]) -> dict[str, Writer]:
@@ -46,12 +63,19 @@ class NpySink:
         parts[f"{METADATA}/{shard_name}.parquet"] = lambda path: tb.write_parquet(path, table)
         return parts
 
-    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
-                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
-        return refresh_errors(store, shards, attrs)
+    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
+        return marker_error_rows(marker)
 
-    def open(self, out: str) -> tb.TableResult:
-        return read_tables(out, _shard)
+    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                     attrs: dict[str, Any]) -> str:
+        return refresh_errors(store, markers, attrs)
+
+    def open(self, store: Store, markers: Sequence[Marker],
+             outputs: Sequence[str]) -> tb.TableResult:
+        return read_tables(store, markers, outputs, _shard)
+
+    def open_file(self, path: str) -> None:
+        return None  # the view holds errors only: open the OUT folder
 
 
 def _save(path: str, array: np.ndarray) -> None:
@@ -59,11 +83,12 @@ def _save(path: str, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _shard(store: Store, name: str, files: list[str], keys: list[str]) -> Any:
+def _shard(store: Store, marker: Marker, keys: list[str]) -> Any:
     import pyarrow as pa
 
+    name = marker.name
     meta = f"{METADATA}/{name}.parquet"
-    if meta not in files:
+    if meta not in marker.files:
         return None
     table = tb.read_parquet(store, meta)
     shapes = {}

@@ -16,26 +16,33 @@ from typing import Any
 
 import numpy as np
 
+from ..marker import IndexedError, Marker, standing_errors
 from ..store import Store
 from . import table as tb
 from .base import (
     ErrorRow,
     Writer,
     check_columns,
-    committed_markers,
-    current_errors,
-    error_rows,
-    shard_files,
+    check_names,
+    marker_error_rows,
+    plain_errors,
 )
 
 FOLDER = "parquet"
+ERRORS_FILE = "errors.parquet"
 
 
 class ParquetSink:
     format = "parquet"
+    view = f"{FOLDER}/*.parquet ({ERRORS_FILE})"
+    view_files = (ERRORS_FILE,)
+    remote = True
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return [FOLDER]
+
+    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
+        check_names(self.format, outputs, keep_columns)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[ErrorRow], columns: dict[str, list[Any]]) -> dict[str, Writer]:
@@ -45,60 +52,58 @@ class ParquetSink:
         table = tb.shard_table(names, outputs, columns)
         return {f"{FOLDER}/{shard_name}.parquet": lambda path: tb.write_parquet(path, table)}
 
-    def refresh_view(self, store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
-                     outputs: Sequence[str], attrs: dict[str, Any]) -> str:
-        return refresh_errors(store, shards, attrs)
+    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
+        return marker_error_rows(marker)
 
-    def open(self, out: str) -> tb.TableResult:
-        return read_tables(out, lambda store, name, files, keys: _shard(store, name, files))
+    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                     attrs: dict[str, Any]) -> str:
+        return refresh_errors(store, markers, attrs)
 
+    def open(self, store: Store, markers: Sequence[Marker],
+             outputs: Sequence[str]) -> tb.TableResult:
+        return read_tables(store, markers, outputs,
+                           lambda store, marker, keys: _shard(store, marker))
 
-def _shard(store: Store, name: str, files: list[str]) -> Any:
-    rel = f"{FOLDER}/{name}.parquet"
-    return tb.read_parquet(store, rel) if rel in files else None
-
-
-def refresh_errors(store: Store, shards: Sequence[tuple[str, dict[str, Any]]],
-                   attrs: dict[str, Any]) -> str:
-    """Write ``errors.parquet``: the error rows still standing, with the view's attributes.
-
-    Needs only the markers: an input's later appearance (a retried error) is found by name."""
-    errors = current_errors((_ok_names(marker), error_rows(marker)) for _, marker in shards)
-    store.put_bytes("errors.parquet", tb.errors_bytes(errors, attrs))
-    return store.path("errors.parquet")
+    def open_file(self, path: str) -> None:
+        return None  # the view holds errors only: open the OUT folder
 
 
-def _ok_names(marker: dict[str, Any]) -> list[str]:
-    # a retry shard's marker names the inputs it covered (``retried``): enough to retire rows
-    return list(marker.get("retried", []))
+def _shard(store: Store, marker: Marker) -> Any:
+    rel = f"{FOLDER}/{marker.name}.parquet"
+    return tb.read_parquet(store, rel) if rel in marker.files else None
 
 
-def read_tables(out: str, load: Any) -> tb.TableResult:
-    """Read every committed shard of a Parquet or npy OUT; ``load(store, shard name, files,
-    outputs)`` returns the shard's table (``name``, carried columns, outputs) or None."""
-    from .. import ledger
+def standing(markers: Sequence[Marker]) -> list[ErrorRow]:
+    """The error rows still standing, from the markers alone: a retry shard's marker names the
+    inputs it covered (``retried``), enough to retire their earlier rows."""
+    return plain_errors(standing_errors([(m.retried, marker_error_rows(m)) for m in markers]))
 
-    store = Store(out)
-    job = ledger.read_job(out) or {}
-    keys = list((job.get("spec") or {}).get("outputs", []))
+
+def refresh_errors(store: Store, markers: Sequence[Marker], attrs: dict[str, Any]) -> str:
+    """Write ``errors.parquet``: the error rows still standing, with the view's attributes."""
+    store.put_bytes(ERRORS_FILE, tb.errors_bytes(standing(markers), attrs))
+    return store.path(ERRORS_FILE)
+
+
+def read_tables(store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                load: Any) -> tb.TableResult:
+    """Read the committed shards of a Parquet or npy OUT; ``load(store, marker, outputs)``
+    returns the shard's table (``name``, carried columns, outputs) or None (no readable row)."""
+    keys = list(outputs)
     names: list[list[str]] = []
     columns: list[dict[str, list[Any]]] = []
-    outputs: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    per_shard = []
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     shapes: dict[str, list[int]] = {}
-    for shard_name, marker in committed_markers(store):
-        table = load(store, shard_name, shard_files(marker, shard_name), keys)
-        shard_names: list[str] = []
+    for marker in markers:
+        table = load(store, marker, keys)
         if table is not None:
             meta = json.loads((table.schema.metadata or {}).get(tb.META_KEY, b"{}"))
             shapes.update(meta.get("shapes", {}))
-            shard_names = table.column("name").to_pylist()
             columns.append({c: table.column(c).to_pylist() for c in table.column_names
                             if c != "name" and c not in keys})
             for key in keys:
-                outputs[key].append(tb.column_array(table, key))
-            names.append(shard_names)
-        per_shard.append((shard_names, error_rows(marker)))
-        shapes.update({k: v for k, v in marker.get("outputs", {}).items() if k not in shapes})
-    return tb.merge(names, outputs, columns, current_errors(per_shard), tb.view_attrs(store),
-                    shapes)
+                arrays[key].append(tb.column_array(table, key))
+            names.append(table.column("name").to_pylist())
+        shapes.update({k: list(v) for k, v in marker.shapes.items() if k not in shapes})
+    return tb.merge(names, arrays, columns, standing(markers),
+                    tb.view_attrs(store, ERRORS_FILE), shapes)

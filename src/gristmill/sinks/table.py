@@ -80,11 +80,12 @@ def errors_bytes(errors: Sequence[ErrorRow], attrs: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def view_attrs(store: Store) -> dict[str, Any]:
+def view_attrs(store: Store, rel: str) -> dict[str, Any]:
+    """The view's attributes, from the schema metadata of the errors file ``rel``."""
     import pyarrow.parquet as pq
 
     try:
-        data = store.read("errors.parquet")
+        data = store.read(rel)
     except OSError:
         return {}
     meta = pq.read_schema(io.BytesIO(data)).metadata or {}
