@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faultkit import make_images
+from jobhelp import cli
 from sinkkit import JOB, exactly_once, gristmill
 
 import gristmill as gm
@@ -41,14 +42,22 @@ def _run(src: Path, out: Path, fmt: str, *extra: str) -> dict:
     return json.loads(report.read_text())
 
 
+def _seen(src: Path, out: Path, fmt: str, *extra: str) -> tuple[tuple, tuple]:
+    """What ``status`` and ``plan`` (of the same command) say: (shards, committed, state) and
+    (shards, committed, pending)."""
+    s = json.loads(cli("status", str(out), "--json").stdout)
+    p = json.loads(cli("plan", str(src), "-o", str(out), "--format", fmt, *JOB, "--json",
+                       *extra).stdout)
+    return ((s["shards"], s["committed_shards"], s["state"]),
+            (p["shards"], p["committed_shards"], p["pending_shards"]))
+
+
 def _same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
     assert sorted(got) == sorted(want)
     assert max(float(np.abs(got[k] - want[k]).max()) for k in want) == 0.0
 
 
-# npy shares the Parquet sink's reading and error view; its append/retry run with kills in
-# test_exactness.py
-@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5", "npy"])
 def test_append_then_retry_errors(staging, tmp_path, fmt):
     src, out = tmp_path / "photos", tmp_path / "out"
     for folder in ("f000", "f001"):
@@ -64,6 +73,9 @@ def test_append_then_retry_errors(staging, tmp_path, fmt):
     grown = _run(src, out, fmt, "--append")
     assert (grown["shards"], grown["shards_skipped"], grown["shards_committed"]) == (7, 3, 4)
     assert grown["ok"] == 50
+    # status and plan plan the segments as the run did (the last shard of each is partial)
+    assert _seen(src, out, fmt, "--append") == ((7, 7, "complete"), (7, 7, 0))
+    assert "broken.jpg" in (out / "report.html").read_text()  # the report of every format
     assert {p: p.stat().st_mtime_ns for p in before} == before  # committed work untouched
     appended = _values(out)
     with gm.open(str(out)) as r:
@@ -71,7 +83,9 @@ def test_append_then_retry_errors(staging, tmp_path, fmt):
         assert [e[0] for e in r.errors] == ["f000/broken.jpg"]
 
     shutil.copyfile(staging / "f004" / "img00080.jpg", src / "f000" / "broken.jpg")
+    assert _seen(src, out, fmt, "--retry-errors") == ((7, 7, "complete"), (8, 7, 1))
     retried = _run(src, out, fmt, "--retry-errors")
+    assert _seen(src, out, fmt, "--retry-errors") == ((8, 8, "complete"), (8, 8, 0))
     assert (retried["shards"], retried["shards_committed"], retried["ok"]) == (8, 1, 1)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     fixed = tmp_path / "fixed"  # a fresh run over all the photos, the broken one mended

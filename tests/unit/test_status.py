@@ -8,8 +8,9 @@ import time
 import pytest
 from outkit import commit, make_job
 
-from gristmill import ledger, runlog, status
+from gristmill import increment, ledger, outdir, runlog, status
 from gristmill.errors import SpecError
+from gristmill.sources import InputList
 
 
 def make_out(out, committed):
@@ -58,3 +59,26 @@ def test_complete_and_not_a_job(tmp_path):
     assert status.status(str(tmp_path / "done"))["state"] == "complete"
     with pytest.raises(SpecError, match="holds no gristmill job"):
         status.status(str(tmp_path))
+
+
+def test_status_counts_the_shards_of_every_segment_after_append_and_retry(tmp_path):
+    """32 inputs in shards of 5 (the last partial), 7 appended, 2 error rows retried: status
+    plans the segments as the run did (10 shards), not the grown list afresh (9)."""
+    state = make_job(tmp_path, [f"{i:03d}.jpg" for i in range(32)], shard_size=5)
+    for k in range(7):
+        commit(state, k, {"003.jpg": ("decode", "bad")} if k == 0 else None)
+    listed = InputList.from_names(b"/photos", [f"{i:03d}.jpg".encode() for i in range(39)])
+    state = outdir.save(state.grown("append", increment.extend(
+        state.inputs, listed, increment.new_inputs(state.inputs, listed))), "", grown=True)
+    for k in (7, 8):
+        commit(state, k, {"036.jpg": ("read", "gone")} if k == 7 else None)
+    state = outdir.save(state.grown("retry", increment.extend(
+        state.inputs, state.inputs, increment.errors_to_retry(state.refreshed()))), "",
+        grown=True)
+    assert [len(s) for s in state.shards] == [5] * 6 + [2] + [5, 2] + [2]
+    s = status.status(str(tmp_path))
+    assert (s["shards"], s["committed_shards"], s["pending_shards"]) == (10, 9, 1)
+    assert (s["items"], s["items_done"], s["errors"]) == (41, 39, 2)
+    commit(state, 9)
+    s = status.status(str(tmp_path))
+    assert s["state"] == "complete" and (s["shards"], s["committed_shards"]) == (10, 10)
