@@ -30,3 +30,13 @@ class JobFailed(GristmillError, RuntimeError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ItemError(GristmillError):
+    """One input could not be processed; ``stage`` is read, decode or preprocess. Raised inside
+    loaders and recorded as the input's error row: never a failed job."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+        self.message = message

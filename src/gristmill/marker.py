@@ -20,10 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sinks import DEFAULT_FORMAT
 from .store import Store
 
 SHARDS_DIR = "shards"
 PREFIX = "shard-"
+# markers older than ``files`` were written when the only format was HDF5, one file per shard
+LEGACY_FILE = SHARDS_DIR + "/{name}.h5"
 
 # (input index, name, stage, message); the index is -1 where an old HDF5 file gave the row
 IndexedError = tuple[int, str, str, str]
@@ -57,7 +60,7 @@ class Marker:
     errors: int
     inputs: str  # digest of the names of inputs [start, stop)
     spec: str  # the job's identity hash
-    format: str = "hdf5"
+    format: str = DEFAULT_FORMAT
     files: tuple[str, ...] = ()
     error_rows: tuple[IndexedError, ...] | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -93,9 +96,9 @@ class Marker:
                 shard=int(raw.get("shard", shard)), start=int(raw.get("start", -1)),
                 stop=int(raw.get("stop", -1)), ok=int(raw.get("ok", 0)),
                 errors=int(raw.get("errors", 0)), inputs=str(raw.get("inputs", "")),
-                spec=str(raw.get("spec", "")), format=str(raw.get("format", "hdf5")),
+                spec=str(raw.get("spec", "")), format=str(raw.get("format", DEFAULT_FORMAT)),
                 files=tuple(raw["files"] if "files" in raw else
-                            (f"{SHARDS_DIR}/{shard_name(shard)}.h5",)),
+                            (LEGACY_FILE.format(name=shard_name(shard)),)),
                 error_rows=None if rows is None and raw.get("errors") else tuple(
                     (int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows or ()),
                 shapes={k: tuple(v) for k, v in (raw.get("outputs") or {}).items()},

@@ -23,31 +23,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from .errors import first_line
+from .errors import ItemError, first_line
+from .sources.storage import read_object
 from .spec import Preprocess
 
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
-
-class ItemError(Exception):
-    """One input could not be processed; ``stage`` is read, decode or preprocess."""
-
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-        self.message = message
-
-
-def read_bytes(path: bytes) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ItemError("read", exc.strerror or str(exc)) from None
-    if not data:
-        raise ItemError("read", "empty file")
-    return data
 
 
 def _exif_orientation(data: bytes) -> int:
@@ -202,7 +183,7 @@ def normalize_into(rgb: np.ndarray, out: np.ndarray, pre: Preprocess) -> None:
 
 def load_into(path: bytes, out: np.ndarray, pre: Preprocess, max_pixels: int) -> None:
     """Read, decode and preprocess the image at ``path`` into ``out``; ItemError on failure."""
-    decode_into(read_bytes(path), out, pre, max_pixels)
+    decode_into(read_object(path), out, pre, max_pixels)
 
 
 def decode_into(data: bytes, out: np.ndarray, pre: Preprocess, max_pixels: int) -> None:

@@ -146,9 +146,10 @@ def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
     """
     import numpy as np
 
+    from .errors import ItemError
     from .sources.base import ItemRef, Kind
     from .sources.reader import BatchReader
-    from .transforms import ItemError, decode_into
+    from .transforms import decode_into
 
     reader = BatchReader(options or {})
     row = np.empty(preprocess.item_shape(), np.float32)

@@ -101,9 +101,11 @@ class TrainFill:
     max_pixels: int
 
     def __call__(self, path: bytes, row: np.ndarray, task: BatchTask, index: int) -> None:
-        from ..transforms import ItemError, decode, read_bytes, resize_crop
+        from ..errors import ItemError
+        from ..sources.storage import read_object
+        from ..transforms import decode, resize_crop
 
-        data = read_bytes(path)
+        data = read_object(path)
         if self.augment is None:
             rgb = decode(data, self.preprocess, self.max_pixels)
             try:

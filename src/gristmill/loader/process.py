@@ -73,7 +73,7 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 def loader_main(ring_spec: RingSpec, fill: Callable[..., None], tasks: Any, free: Any,
                 ready: Any, parent: int) -> None:
     """Loop until STOP: fill slots with batches; each item ok or an (index, stage, reason)."""
-    from ..transforms import ItemError
+    from ..errors import ItemError
 
     die_with_parent()
     try:

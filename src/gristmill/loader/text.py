@@ -104,8 +104,8 @@ class TextFill:
     tokenize: Any = field(default=None, repr=False)
 
     def open_batch(self, task: BatchTask) -> list[Any]:
+        from ..errors import ItemError
         from ..sources.reader import BatchReader
-        from ..transforms import ItemError
 
         if self.reader is None:
             self.reader = BatchReader(self.options)

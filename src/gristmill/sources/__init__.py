@@ -23,25 +23,12 @@ from typing import Any
 
 from ..errors import SpecError
 from . import storage
-from .base import InputList, ItemRef, Kind, Opened, display_name
-from .files import IMAGE_EXTENSIONS, _glob, _walk, common_root, list_files
-from .lines import list_lines, text_files
-from .tables import list_tables
-from .tars import expand_braces, list_tars
+from .base import InputList, ItemRef, Kind, Opened, SourceKind, display_name
+from .files import IMAGE_EXTENSIONS, _glob, _walk
+from .kinds import CONTAINERS, KINDS, loose, readers
 
 __all__ = ["IMAGE_EXTENSIONS", "InputList", "ItemRef", "Kind", "Opened", "_glob", "_walk",
            "display_name", "list_inputs"]
-
-_SUFFIX = {".tar": Kind.TAR, ".parquet": Kind.TABLE}
-
-
-def _glob_any(pattern: str) -> list[str]:
-    if not storage.is_url(pattern):
-        return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
-    fs, path = storage.filesystem(pattern)
-    scheme, _ = storage.split_url(pattern)
-    return sorted(scheme + p for p in storage.retrying(storage.redact(pattern),
-                                                       lambda: fs.glob(path)))
 
 
 def _is_file(entry: os.DirEntry) -> bool:
@@ -51,7 +38,11 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-def _folder_containers(folder: str) -> tuple[Kind, list[str]] | None:
+def _suffixed(source: str) -> SourceKind | None:
+    return next((k for k in CONTAINERS if source.endswith(k.suffix)), None)
+
+
+def _folder_containers(folder: str) -> tuple[SourceKind, list[str]] | None:
     if storage.is_url(folder):
         fs, path = storage.filesystem(folder)
         scheme, _ = storage.split_url(folder)
@@ -63,51 +54,55 @@ def _folder_containers(folder: str) -> tuple[Kind, list[str]] | None:
         except OSError as exc:
             raise SpecError(f"source {folder} cannot be read: {exc.strerror}") from None
         entries = [e.path for e in listed if _is_file(e)]
-    for suffix, kind in _SUFFIX.items():
-        found = sorted(e for e in entries if e.endswith(suffix))
+    for kind in CONTAINERS:  # in registry order: a folder of tars and tables reads as tars
+        found = sorted(e for e in entries if e.endswith(kind.suffix))
         if found:
             return kind, found
     return None
 
 
-def _list_containers(source: str) -> tuple[Kind, list[str]] | None:
-    """A list file whose entries all end in .tar: those tars (relative to the list's folder)."""
+def _list_containers(source: str) -> tuple[SourceKind, list[str]] | None:
+    """A list file whose entries all end in one container suffix: those containers (relative to
+    the list's folder)."""
     if storage.is_url(source):
         head = storage.read_range(source, 0, 1 << 16)
     else:
         with open(source, "rb") as f:
             head = f.read(1 << 16)
     lines = [x.strip() for x in head.splitlines() if x.strip() and not x.startswith(b"#")]
-    if not lines or not all(x.endswith(b".tar") for x in lines):
+    kind = _suffixed(lines[0].decode("utf-8", "replace")) if lines else None
+    if kind is None or not all(x.endswith(kind.suffix.encode()) for x in lines):
         return None
     data = storage.read_range(source, 0, None)
     base = source.rsplit("/", 1)[0] if storage.is_url(source) else os.path.dirname(
         os.path.abspath(source))
     entries = [x.strip().decode() for x in data.splitlines()
                if x.strip() and not x.startswith(b"#")]
-    return Kind.TAR, [e if storage.is_url(e) or os.path.isabs(e) else f"{base}/{e}"
-                      for e in entries]
+    return kind, [e if storage.is_url(e) or os.path.isabs(e) else f"{base}/{e}"
+                  for e in entries]
 
 
-def classify(source: str) -> tuple[Kind, list[str]] | None:
-    """(kind, containers) for a tar or table source; None for loose files."""
-    suffix = next((s for s in _SUFFIX if source.endswith(s)), None)
-    if suffix and "{" in source:
+def classify(source: str) -> tuple[SourceKind, list[str]] | None:
+    """(kind, containers) for a source of containers (tars, tables); None for loose sources."""
+    kind = _suffixed(source)
+    if kind and "{" in source:
+        from .tars import expand_braces
+
         found = expand_braces(source)
         missing = [p for p in found if not storage.exists(p)]
         if missing:
             raise SpecError(f"source {storage.redact(source)}: {storage.redact(missing[0])} "
                             f"does not exist ({len(missing)} of {len(found)} missing)")
-        return _SUFFIX[suffix], found
-    if suffix and glob.has_magic(source):
-        found = _glob_any(source)
+        return kind, found
+    if kind and glob.has_magic(source):
+        found = storage.glob_any(source)
         if not found:
             raise SpecError(f"source {storage.redact(source)} matches no file")
-        return _SUFFIX[suffix], found
-    if suffix:
+        return kind, found
+    if kind:
         if not storage.exists(source):
             raise SpecError(f"source {storage.redact(source)} does not exist")
-        return _SUFFIX[suffix], [source]
+        return kind, [source]
     if glob.has_magic(source):
         return None
     if storage.isdir(source):
@@ -118,71 +113,32 @@ def classify(source: str) -> tuple[Kind, list[str]] | None:
 
 
 def list_inputs(sources: Iterable[str], options: Mapping[str, Any] | None = None) -> InputList:
-    """Every input of ``sources`` (see the module docstring); SpecError if none or mixed kinds.
+    """Every input of ``sources`` (see the module docstring); SpecError if none, if the sources
+    mix kinds, or if an option does not apply to their kind.
 
-    ``options``: ``image_key`` (tars), ``image_column``, ``path_column``, ``key_column`` (tables),
-    ``keep_columns`` (both).
+    ``options``: ``modality`` (image or text), ``image_key`` (tars), ``image_column``,
+    ``path_column``, ``key_column``, ``text_column`` (tables), ``keep_columns`` (both).
     """
     options = dict(options or {})
+    modality = options.get("modality") or "image"
     sources = list(sources)
-    if options.get("modality") == "text":
-        return _list_text(sources, options)
-    kinds = [classify(s) for s in sources]
-    if all(k is None for k in kinds):
-        if options.get("keep_columns"):
-            raise SpecError("--keep-columns needs tar or Parquet sources (loose files have no "
-                            "columns)")
-        return list_files(sources)
-    if any(k is None for k in kinds) or len({k[0] for k in kinds if k}) > 1:
-        raise SpecError("one job reads one kind of source: loose files, tars or Parquet tables "
+    found = [classify(s) for s in sources]
+    able = [k.label for k in KINDS.values() if modality in k.modalities]
+    if all(f is None for f in found):
+        kind, paths = loose(modality), sources
+    elif any(f is None for f in found) or len({f[0].kind for f in found if f}) > 1:
+        raise SpecError(f"one job reads one kind of source: {', '.join(able)} sources "
                         f"(got {', '.join(storage.redact(s) for s in sources)})")
-    containers = [c for k in kinds if k for c in k[1]]
-    if not storage.is_url(containers[0]):
-        containers = [os.path.abspath(c) for c in containers]
-    wrong = ("image_column", "path_column", "key_column") if kinds[0][0] == Kind.TAR else (
-        "image_key",)
-    wrong += ("text_column",)  # checked by the spec too; an API caller may skip it
-    given = [w for w in wrong if options.get(w)]
-    if given:
-        flag = "--" + given[0].replace("_", "-")
-        kind = "tar" if kinds[0][0] == Kind.TAR else "Parquet"
-        raise SpecError(f"{flag} does not apply to {kind} sources")
-    if kinds[0][0] == Kind.TAR:
-        return InputList.from_listing(list_tars(containers, options))
-    return _tables(containers, options)
-
-
-def _tables(containers: list[str], options: dict[str, Any]) -> InputList:
-    parents = [os.fsencode(c.rsplit("/", 1)[0]) for c in containers]
-    root = os.fsdecode(common_root(parents))
-    return InputList.from_listing(list_tables(containers, root, options))
-
-
-def _list_text(sources: list[str], options: dict[str, Any]) -> InputList:
-    """``--modality text``: Parquet tables (their text column) or text files (their lines)."""
-    kinds = [classify(s) for s in sources]
-    if any(k is not None and k[0] == Kind.TAR for k in kinds):
-        raise SpecError("--modality text reads text files (one caption per line) or Parquet "
-                        "tables (--text-column), not tars")
-    if any(kinds):
-        if not all(kinds):
-            raise SpecError("one job reads one kind of source: text files or Parquet tables "
-                            f"(got {', '.join(storage.redact(s) for s in sources)})")
-        containers = [c for k in kinds if k for c in k[1]]
-        if not storage.is_url(containers[0]):
-            containers = [os.path.abspath(c) for c in containers]
-        return _tables(containers, options)
-    if options.get("text_column"):
-        raise SpecError("--text-column needs Parquet sources (a text file's captions are its "
-                        "lines)")
-    if options.get("keep_columns"):
-        raise SpecError("--keep-columns needs Parquet sources (a text file has no columns)")
-    if options.get("key_column"):
-        raise SpecError("--key-column needs Parquet sources (a text file's rows are named by "
-                        "their line numbers)")
-    files = [f for s in sources for f in text_files(s)]
-    if len(set(files)) != len(files):
-        raise SpecError("a text file is named twice in the sources")
-    if not storage.is_url(files[0]):
-        files = [os.path.abspath(f) for f in files]
-    return InputList.from_listing(list_lines(files))
+    else:
+        kind = found[0][0]
+        paths = [c for f in found if f for c in f[1]]
+        if not storage.is_url(paths[0]):
+            paths = [os.path.abspath(c) for c in paths]
+    if modality not in kind.modalities:
+        raise SpecError(f"--modality {modality} reads {' or '.join(able)} sources, not "
+                        f"{kind.label} sources")
+    for option in sorted({o for k in KINDS.values() for o in k.reads} - set(kind.reads)):
+        if options.get(option):  # checked by the spec too where it can; an API caller may skip it
+            raise SpecError(f"--{option.replace('_', '-')} needs "
+                            f"{' or '.join(readers(option, modality))} sources")
+    return kind.list(paths, options)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -50,10 +50,28 @@ class Opened:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
-class Source(Protocol):
-    """One kind of source: ``list`` gives its items in a stable order (driver only)."""
+Opener = Callable[[Sequence[ItemRef]], list[Any]]  # one Opened or ItemError per ref, in order
 
-    def list(self) -> Listing: ...
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source: how it is recognised, listed (driver) and opened (loaders).
+
+    Container kinds (tars, tables) are recognised by their files' ``suffix`` and list the
+    containers a source names; loose kinds (``suffix`` empty: image files, text files) list the
+    sources themselves. ``reads`` are the source options only this kind understands (another
+    kind's job refuses them); ``modalities`` what its items can be. ``opener(options)`` makes a
+    loader's reader of refs of this kind (with whatever cache it keeps between batches).
+    The registry is ``sources/kinds.py``.
+    """
+
+    kind: Kind
+    label: str  # in messages: "tar", "Parquet", ...
+    suffix: str
+    reads: tuple[str, ...]
+    modalities: tuple[str, ...]
+    list: Callable[[list[str], dict[str, Any]], InputList]
+    opener: Callable[[dict[str, Any]], Opener]
 
 
 @dataclass

@@ -17,11 +17,12 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-from ..errors import SpecError
+from ..errors import ItemError, SpecError
 from . import storage
-from .base import InputList
+from .base import InputList, ItemRef, Kind, Opened, Opener, SourceKind
 
 IMAGE_EXTENSIONS = frozenset(
     b".jpg .jpeg .jpe .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm".split()
@@ -194,3 +195,19 @@ def list_files(sources: Iterable[str]) -> InputList:
         paths.extend(found)
     root = common_root(roots)
     return InputList.from_names(root, _relative(paths, root))
+
+
+def _open_files(options: dict[str, Any]) -> Opener:
+    def open_refs(refs: Sequence[ItemRef]) -> list[Any]:
+        out: list[Any] = []
+        for ref in refs:  # one read per file: loose files share nothing
+            try:
+                out.append(Opened(storage.read_object(ref.location)))
+            except ItemError as exc:
+                out.append(exc)
+        return out
+    return open_refs
+
+
+KIND = SourceKind(Kind.FILE, "image file", suffix="", reads=(), modalities=("image",),
+                  list=lambda sources, options: list_files(sources), opener=_open_files)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SpecError
 from . import storage
-from .base import ItemRef, Kind, Listing, Opened
+from .base import InputList, ItemRef, Kind, Listing, Opened, SourceKind
 
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[list(b" \t\n\r\v\f")] = True
@@ -32,9 +32,7 @@ GAP_BYTES = 1 << 20  # lines further apart than this in one batch are read with 
 def text_files(source: str) -> list[str]:
     """The text files one source names: a file, or a glob of files; SpecError otherwise."""
     if glob.has_magic(source) and not storage.exists(source):
-        from . import _glob_any
-
-        found = _glob_any(source)
+        found = storage.glob_any(source)
         if not found:
             raise SpecError(f"source {storage.redact(source)} matches no file")
         return found
@@ -115,8 +113,6 @@ def open_line_run(refs: Sequence[ItemRef]) -> list[Any]:
 
 
 def _read_run(run: list[ItemRef]) -> list[Any]:
-    from ..transforms import ItemError
-
     location = str(run[0].location)
     lo, hi = run[0].start, max(r.start + r.size for r in run)
     try:
@@ -125,6 +121,19 @@ def _read_run(run: list[ItemRef]) -> list[Any]:
         if len(data) < hi - lo:
             raise OSError(0, "the file is shorter than when it was listed")
     except OSError as exc:
-        return [ItemError("read", f"{storage.redact(location)}: "
-                                  f"{exc.strerror or type(exc).__name__}")] * len(run)
+        return [storage.read_error(location, exc)] * len(run)
     return [Opened(data[r.start - lo:r.start - lo + r.size]) for r in run]
+
+
+def list_text_files(sources: list[str], options: dict[str, Any]) -> InputList:
+    """The lines of the text files ``sources`` name (files or globs), in the order given."""
+    files = [f for s in sources for f in text_files(s)]
+    if len(set(files)) != len(files):
+        raise SpecError("a text file is named twice in the sources")
+    if not storage.is_url(files[0]):
+        files = [os.path.abspath(f) for f in files]
+    return InputList.from_listing(list_lines(files))
+
+
+KIND = SourceKind(Kind.LINE, "text file", suffix="", reads=(), modalities=("text",),
+                  list=list_text_files, opener=lambda options: open_line_run)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import SpecError
+from ..errors import ItemError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,44 @@ def read_range(location: str, start: int, stop: int | None) -> bytes:
             return f.read() if stop is None else f.read(stop - start)
     fs, path = filesystem(location)
     return retrying(redact(location), lambda: fs.cat_file(path, start=start or None, end=stop))
+
+
+def glob_any(pattern: str) -> list[str]:
+    """Files (not folders) matching a local or remote glob pattern, sorted."""
+    if not is_url(pattern):
+        import glob
+
+        return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
+    fs, path = filesystem(pattern)
+    scheme, _ = split_url(pattern)
+    return sorted(scheme + p for p in retrying(redact(pattern), lambda: fs.glob(path)))
+
+
+def read_error(location: str, exc: OSError) -> ItemError:
+    """The error row of an input whose bytes could not be read (its URL redacted)."""
+    return ItemError("read", f"{redact(location)}: {exc.strerror or type(exc).__name__}")
+
+
+def read_object(location: str | bytes) -> bytes:
+    """The whole object or file holding one input, for a loader: unreadable or empty is an
+    ``ItemError("read")`` (a local file's message is the system's, without the path the error
+    row names already; a URL is named, redacted)."""
+    text = location.decode("utf-8", "surrogateescape") if isinstance(location, bytes) else (
+        location)
+    if is_url(text):
+        try:
+            data = read_range(text, 0, None)
+        except OSError as exc:
+            raise read_error(text, exc) from None
+    else:
+        try:
+            with open(location, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ItemError("read", exc.strerror or str(exc)) from None
+    if not data:
+        raise ItemError("read", "empty file")
+    return data
 
 
 def open_file(location: str, mode: str = "rb") -> Any:

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import ItemError, SpecError
 from . import storage
-from .base import ItemRef, Kind, Listing, Opened, display_name
+from .base import InputList, ItemRef, Kind, Listing, Opened, Opener, SourceKind, display_name
+from .files import common_root
 
 AUTO_COLUMNS = ("jpg", "png", "webp", "image", "img")
 AUTO_TEXT_COLUMNS = ("caption", "text", "txt")
@@ -187,7 +188,6 @@ class TableReader:
         return self._group
 
     def open(self, refs: Sequence[ItemRef], options: dict[str, Any]) -> list[Any]:
-        from ..transforms import ItemError
 
         image, path_col = options.get("image_column", ""), options.get("path_column", "")
         text = options.get("text_column", "")
@@ -216,16 +216,12 @@ class TableReader:
 
 def _cell_text(cell: Any, column: str) -> bytes:
     """A caption cell as UTF-8 bytes (a null or blank cell is an error row)."""
-    from ..transforms import ItemError
-
     if cell is None or not str(cell).strip():
         raise ItemError("read", f"column {column!r} is {'null' if cell is None else 'blank'}")
     return str(cell).encode("utf-8")
 
 
 def _cell_bytes(cell: Any, table: str, column: str, is_path: bool) -> bytes:
-    from ..transforms import ItemError
-
     if isinstance(cell, dict):  # Hugging Face Image: {bytes, path}
         cell, is_path = (cell.get("bytes"), False) if cell.get("bytes") else (
             cell.get("path"), True)
@@ -236,11 +232,21 @@ def _cell_bytes(cell: Any, table: str, column: str, is_path: bool) -> bytes:
     path = str(cell)
     if not storage.is_url(path) and not os.path.isabs(path):
         path = table.rsplit("/", 1)[0] + "/" + path
-    try:
-        data = storage.read_range(path, 0, None)
-    except OSError as exc:
-        raise ItemError("read", f"{storage.redact(path)}: "
-                                f"{exc.strerror or type(exc).__name__}") from None
-    if not data:
-        raise ItemError("read", "empty file")
-    return data
+    return storage.read_object(path)
+
+
+def list_table_inputs(tables: list[str], options: dict[str, Any]) -> InputList:
+    """Every row of ``tables``, named relative to their common folder when they have no keys."""
+    root = os.fsdecode(common_root([os.fsencode(t.rsplit("/", 1)[0]) for t in tables]))
+    return InputList.from_listing(list_tables(tables, root, options))
+
+
+def _open_tables(options: dict[str, Any]) -> Opener:
+    reader = TableReader()  # one per loader: it keeps the last row group between batches
+    return lambda refs: reader.open(refs, options)
+
+
+KIND = SourceKind(
+    Kind.TABLE, "Parquet", suffix=".parquet",
+    reads=("image_column", "path_column", "key_column", "text_column", "keep_columns"),
+    modalities=("image", "text"), list=list_table_inputs, opener=_open_tables)

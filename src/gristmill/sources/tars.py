@@ -19,9 +19,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import ItemError, SpecError
 from . import storage, tarheaders
-from .base import ItemRef, Kind, Listing, Opened
+from .base import InputList, ItemRef, Kind, Listing, Opened, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,6 @@ def _column(members: dict[str, bytes], name: str) -> Any:
 def open_sample(buf: bytes | memoryview, expected: int, image_key: str,
                 keep: Iterable[str]) -> Opened:
     """One sample's members from its bytes; ItemError if cut short or without an image."""
-    from ..transforms import ItemError
 
     members: dict[str, bytes] = {}
     for m in tarheaders.walk(lambda pos, n: bytes(buf[pos:pos + n]), end=len(buf)):
@@ -162,17 +161,13 @@ def open_sample(buf: bytes | memoryview, expected: int, image_key: str,
 
 def open_tar_run(refs: Sequence[ItemRef], options: dict[str, Any]) -> list[Any]:
     """Samples of one tar, read with a single range read covering all of them."""
-    from ..transforms import ItemError
-
     lo = min(r.start for r in refs)
     hi = max(r.start + r.size for r in refs)
     location = str(refs[0].location)
     try:
         buf = memoryview(storage.read_range(location, lo, hi))
     except OSError as exc:
-        error = ItemError("read", f"{storage.redact(location)}: "
-                                  f"{exc.strerror or type(exc).__name__}")
-        return [error] * len(refs)
+        return [storage.read_error(location, exc)] * len(refs)
     out: list[Any] = []
     for r in refs:
         try:
@@ -181,3 +176,9 @@ def open_tar_run(refs: Sequence[ItemRef], options: dict[str, Any]) -> list[Any]:
         except ItemError as exc:
             out.append(exc)
     return out
+
+
+KIND = SourceKind(
+    Kind.TAR, "tar", suffix=".tar", reads=("image_key", "keep_columns"), modalities=("image",),
+    list=lambda tars, options: InputList.from_listing(list_tars(tars, options)),
+    opener=lambda options: lambda refs: open_tar_run(refs, options))
