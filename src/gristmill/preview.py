@@ -25,6 +25,15 @@ MAX_TIMED_BATCH = 32  # the estimate times one batch of the job's size, up to th
 SAMPLE = 5  # input names shown
 
 
+# ``gristmill plan --json``: a stable interface (README); keys are added, never removed
+KEYS = ("out", "sources", "frozen_list", "resumed", "items", "shards", "shard_size",
+        "committed_shards", "pending_shards", "pending_items", "sample", "model", "engine",
+        "batch_size", "workers", "decode_rate_per_core", "model_rate_per_core",
+        "calibration_seconds", "prepare_seconds", "bottleneck", "items_per_second",
+        "estimated_seconds")
+ESTIMATE_KEYS = ("decode_capacity", "model_capacity", "startup_seconds")  # when estimated
+
+
 def preview(spec: JobSpec) -> dict[str, Any]:
     """The plan of ``spec`` as plain data (see ``describe`` for the words)."""
     begun = time.perf_counter()

@@ -17,6 +17,12 @@ from typing import Any
 from . import ledger, outdir, runlog
 
 
+# ``gristmill status --json``: a stable interface (README); keys are added, never removed
+KEYS = ("out", "state", "driver", "shards", "committed_shards", "failed_shards", "failed_reasons",
+        "pending_shards", "items", "items_done", "ok", "errors", "rate", "eta_seconds",
+        "progress_updated", "runs", "last_run", "last_driver")
+
+
 def status(out: str) -> dict[str, Any]:
     """The job's state as plain data; ``SpecError`` when OUT holds no gristmill job."""
     job = outdir.reopen(out)

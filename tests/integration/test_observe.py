@@ -53,6 +53,9 @@ def plan_then_run(root, out, report_path) -> tuple[dict, dict]:
 def test_plan_predicts_counts_writes_nothing_and_estimates_within_2x(job_tree, tmp_path):
     root, _ = job_tree
     plan, report = plan_then_run(root, tmp_path / "o", tmp_path / "r.json")
+    from gristmill import preview
+
+    assert set(plan) == {*preview.KEYS, *preview.ESTIMATE_KEYS}  # the documented keys
     assert plan["bottleneck"] in ("decode", "model") and plan["estimated_seconds"] > 0
     assert (plan["items"], plan["shards"], plan["pending_shards"]) == (
         report["items"], report["shards"], report["shards_committed"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from outkit import commit, make_job
@@ -82,3 +83,13 @@ def test_status_counts_the_shards_of_every_segment_after_append_and_retry(tmp_pa
     commit(state, 9)
     s = status.status(str(tmp_path))
     assert s["state"] == "complete" and (s["shards"], s["committed_shards"]) == (10, 10)
+
+
+def test_status_json_keys_are_the_documented_stable_interface(tmp_path):
+    make_out(tmp_path, 1)
+    assert tuple(status.status(str(tmp_path))) == status.KEYS
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    from gristmill import preview
+
+    for key in (*status.KEYS, *preview.KEYS, *preview.ESTIMATE_KEYS):
+        assert f"`{key}`" in readme, key
