@@ -16,7 +16,6 @@ from typing import Any
 
 from . import ledger, outdir, runlog
 
-
 # ``gristmill status --json``: a stable interface (README); keys are added, never removed
 KEYS = ("out", "state", "driver", "shards", "committed_shards", "failed_shards", "failed_reasons",
         "pending_shards", "items", "items_done", "ok", "errors", "rate", "eta_seconds",

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from gristmill.errors import SpecError
-from gristmill.sources import InputList, display_name, list_inputs
+from gristmill.sources import InputList, display_name, files, list_inputs
 
 
 def touch(path):
@@ -79,3 +79,23 @@ def test_input_list_is_compact_and_round_trips(tmp_path):
     again = InputList.load(path)
     assert again.raw_range(0, 3) == inputs.raw_range(0, 3) and again.root == b"/r"
     assert again.digest(0, 2) == inputs.digest(0, 2) != inputs.digest(1, 3)
+
+
+@pytest.mark.parametrize("lines,plain", [
+    (["photos/b/2.jpg", "photos/a/1.jpg", "photos/a/1.jpg", "photos/a b/3.jpg"], True),
+    (["x.jpg", "photos/a/1.jpg"], True),  # a name at the top: the list's folder is the root
+    (["photos/a/1.jpg"], True),
+    (["photos/a/1.jpg", "", "# a comment", "  photos/b/2.jpg ", "./photos/c/3.jpg"], False),
+    (["photos/a/1.jpg", "photos/a//2.jpg", "/abs/4.jpg"], False),
+])
+def test_a_large_list_file_is_listed_fast_with_the_same_names_and_root(tmp_path, lines, plain):
+    """The plain list path (numpy, no second object per name) and the general rules agree."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    assert (files._plain_list(str(listing)) is not None) == plain
+    got = files.list_files([str(listing)])
+    root, found = files.find_files(str(listing))
+    root = files.common_root([root])
+    want = InputList.from_names(root, files._relative(found, root))
+    assert (got.root, got.raw_range(0, len(got))) == (want.root, want.raw_range(0, len(want)))
+    assert got.digest(0, len(got)) == want.digest(0, len(want))
