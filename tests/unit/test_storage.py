@@ -51,3 +51,26 @@ def test_a_missing_storage_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(fsspec.core, "url_to_fs", refuse)
     with pytest.raises(SpecError, match=r"pip install 'gristmill\[gcs\]'"):
         storage.filesystem("gs://bucket/x")
+
+
+def test_a_brace_range_is_checked_with_one_listing_per_folder(tmp_path, monkeypatch):
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from gristmill.sources import classify
+
+    fs = fsspec.filesystem("memory")
+    for i in (0, 1, 3):
+        fs.pipe(f"/bucket/shards/{i:03d}.tar", b"x")
+        (tmp_path / f"{i:03d}.tar").write_bytes(b"x")
+    listings = []
+    real_ls = MemoryFileSystem.ls
+    monkeypatch.setattr(MemoryFileSystem, "ls",
+                        lambda self, path, **kw: listings.append(path) or real_ls(self, path, **kw))
+    monkeypatch.setattr(MemoryFileSystem, "exists", lambda *a, **kw: pytest.fail("one request "
+                                                                                  "per object"))
+    for root in ("memory://bucket/shards", str(tmp_path)):
+        assert classify(f"{root}/{{000..001}}.tar")[1] == [f"{root}/000.tar", f"{root}/001.tar"]
+        with pytest.raises(SpecError, match=r"002.tar does not exist \(1 of 4 missing\)"):
+            classify(f"{root}/{{000..003}}.tar")
+    assert len(listings) == 2  # one per classify of the remote range

@@ -89,7 +89,7 @@ def classify(source: str) -> tuple[SourceKind, list[str]] | None:
         from .tars import expand_braces
 
         found = expand_braces(source)
-        missing = [p for p in found if not storage.exists(p)]
+        missing = storage.missing(found)
         if missing:
             raise SpecError(f"source {storage.redact(source)}: {storage.redact(missing[0])} "
                             f"does not exist ({len(missing)} of {len(found)} missing)")
