@@ -73,3 +73,27 @@ def test_fast_forward_shows_every_blob_and_takes_param_edits(tmp_path):
         np.testing.assert_allclose(net.blobs[name].data, edited[name].numpy(), rtol=1e-4,
                                    atol=1e-5)
     assert not np.allclose(net.blobs["conv1"].data, want["conv1"], atol=1e-3)
+
+
+def test_zero_axis_blob_keeps_its_value(tmp_path):
+    """Reduction over every axis makes a 0-d blob; reading it must not lose the value."""
+    import torch
+
+    import gristmill.caffe as caffe
+    from gristmill.caffe.blob import Blob
+
+    proto, model = write_net(tmp_path, [
+        layer("total", "Reduction", ["data"], ["total"],
+              "reduction_param { operation: ASUM axis: 0 coeff: -1 }")], shape=SHAPE)
+    x = np.random.RandomState(3).randn(*SHAPE).astype(np.float32)
+    net = caffe.Net(proto, model, caffe.TEST)
+    net.blobs["data"].data[...] = x
+    out = net.forward()
+    assert out["total"].shape == ()
+    np.testing.assert_allclose(out["total"], -np.abs(x).sum(), rtol=1e-5)
+
+    blob = Blob(())
+    blob._set_tensor(torch.tensor(2.5))
+    assert blob.data.shape == () and float(blob.data) == 2.5
+    blob._set_tensor(torch.arange(6.0).reshape(2, 3).t())  # not C-contiguous: copied
+    assert blob.data.flags.c_contiguous and blob.data.tolist() == [[0, 3], [1, 4], [2, 5]]
