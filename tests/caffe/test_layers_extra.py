@@ -24,7 +24,9 @@ def argmax_flat(x, k, out_max):
     flat = x.reshape(len(x), -1)
     idx = np.argsort(-flat, 1, kind="stable")[:, :k]
     vals = np.take_along_axis(flat, idx, 1)
-    return np.stack([idx, vals], 1) if out_max else idx[:, None].astype(np.float32)
+    top = np.stack([idx, vals], 1) if out_max else idx[:, None].astype(np.float32)
+    # Caffe keeps the bottom's axes (at least 3): (N, 1 or 2, top_k, 1) for a 4-D bottom
+    return top.reshape(top.shape + (1,) * (x.ndim - 3))
 
 
 def mvn(x, across, normalize, eps):
@@ -53,6 +55,8 @@ CASES = {
     "argmax": unary("ArgMax", "", lambda x: argmax_flat(x, 1, False)),
     "argmax_top3_maxval": unary("ArgMax", "argmax_param { top_k: 3 out_max_val: true }",
                                 lambda x: argmax_flat(x, 3, True)),
+    "argmax_2d_top2_maxval": unary("ArgMax", "argmax_param { top_k: 2 out_max_val: true }",
+                                   lambda x: argmax_flat(x, 2, True), x=X.reshape(2, -1)),
     "argmax_axis1": unary("ArgMax", "argmax_param { axis: 1 }",
                           lambda x: x.argmax(1)[:, None].astype(np.float32)),
     "argmax_axis1_top2_maxval": unary("ArgMax", "argmax_param { axis: 1 top_k: 2 "

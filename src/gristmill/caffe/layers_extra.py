@@ -3,8 +3,9 @@
 Contract: same builder signature as ``layers.py`` (``(lp, blobs, shapes) -> Layer``), registered in
 its ``BUILDERS``. Each follows the upstream layer's forward pass, including its quirks: MVN adds
 ``eps`` to the standard deviation (not the variance), ArgMax without ``axis`` ranks each item's
-flattened values and with ``out_max_val`` returns (index, value) pairs, Reduction reduces every
-axis from ``axis`` on, Exp/Log take ``base`` -1 as e. Parameter errors are one-line SpecErrors.
+flattened values, keeps the bottom's number of axes (at least 3) and with ``out_max_val`` returns
+(index, value) pairs, Reduction reduces every axis from ``axis`` on (axis 0: a 0-d blob), Exp/Log
+take ``base`` -1 as e. Parameter errors are one-line SpecErrors.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ def build_argmax(lp, blobs, shapes):
             values, index = torch.topk(x, k, dim=axis)
             return [values if out_max else index.to(x.dtype)]
         values, index = torch.topk(x.flatten(1), k, dim=1)
-        if out_max:  # (N, 2, top_k): indices then values
-            return [torch.stack([index.to(x.dtype), values], 1)]
-        return [index.to(x.dtype).unsqueeze(1)]
+        # Caffe's top is (N, 2 with out_max_val (indices, then values) else 1, top_k), padded
+        # with ones to the bottom's number of axes: (N, 1, top_k, 1) for a 4-D bottom.
+        top = torch.stack([index.to(x.dtype), values], 1) if out_max else index.to(
+            x.dtype).unsqueeze(1)
+        return [top.reshape(*top.shape, *(1,) * (x.dim() - 3))]
     return Layer(lp.name, lp.type, argmax, [])
 
 
