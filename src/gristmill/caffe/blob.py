@@ -72,6 +72,10 @@ class Blob:
     def _set(self, value: np.ndarray) -> None:
         self._shape, self._data, self._tensor = tuple(value.shape), value, None
 
+    def _release(self) -> None:
+        """Forget the content (forward is about to replace it), so its memory can be reused."""
+        self._data = self._tensor = None
+
     def _set_tensor(self, value: Any) -> None:
         """The blob's new content, as a tensor converted on the first ``data`` read."""
         self._shape, self._data, self._tensor = tuple(value.shape), None, value
