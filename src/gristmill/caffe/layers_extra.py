@@ -191,10 +191,15 @@ def build_dummy_data(lp, blobs, shapes):
         raise SpecError(f"layer {lp.name!r} (DummyData): only constant fillers are deterministic; "
                         "feed random data as an input instead")
     values = [f.value for f in fillers]
+    # No bottom or weight says where the tops belong: Graph.to sets this (shared by clones)
+    where = {"device": torch.device("cpu")}
 
     def dummy(xs, ps):
-        return [torch.full(d, v) for d, v in zip(dims, values, strict=True)]
-    return Layer(lp.name, lp.type, dummy, [])
+        return [torch.full(d, v, device=where["device"]) for d, v in zip(dims, values, strict=True)]
+
+    def meta(xs):
+        return [torch.empty(d, device="meta") for d in dims]
+    return Layer(lp.name, lp.type, dummy, [], {"meta": meta, "device": where})
 
 
 def build_im2col(lp, blobs, shapes):
