@@ -121,6 +121,33 @@ CASES = {
         'layer { name: "lrn_within" type: "LRN" bottom: "x" top: "lrn_within" '
         'lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }',
     ])),
+    # "name: dims | n": integer values below n (indices), not normal noise
+    "misc": ("x: 2 4 5 6\ns: 4 5\nidx: 2 3 | 5\nbatch: 3 | 2", "\n".join([
+        'layer { name: "scale2" type: "Scale" bottom: "x" bottom: "s" top: "scale2" }',
+        'layer { name: "bias2" type: "Bias" bottom: "x" bottom: "s" top: "bias2" }',
+        'layer { name: "bn_batch" type: "BatchNorm" bottom: "x" top: "bn_batch" '
+        'batch_norm_param { use_global_stats: false } }',
+        'layer { name: "spp" type: "SPP" bottom: "x" top: "spp" spp_param { pyramid_height: 2 } }',
+        'layer { name: "im2col" type: "Im2col" bottom: "x" top: "im2col" '
+        'convolution_param { kernel_size: 3 stride: 2 pad: 1 } }',
+        'layer { name: "embed" type: "Embed" bottom: "idx" top: "embed" '
+        'embed_param { num_output: 3 input_dim: 5 } }',
+        'layer { name: "reindex" type: "BatchReindex" bottom: "x" bottom: "batch" '
+        'top: "reindex" }',
+        'layer { name: "dummy" type: "DummyData" top: "dummy" '
+        'dummy_data_param { shape { dim: 2 dim: 3 } data_filler { value: 0.5 } } }',
+        'layer { name: "param" type: "Parameter" top: "param" '
+        'parameter_param { shape { dim: 2 dim: 3 } } }',
+        'layer { name: "cat_last" type: "Concat" bottom: "dummy" bottom: "param" '
+        'top: "cat_last" concat_param { axis: -1 } }',
+        'layer { name: "sm" type: "Softmax" bottom: "x" top: "sm" }',
+        'layer { name: "drop" type: "Dropout" bottom: "x" top: "drop" }',
+        'layer { name: "am3" type: "ArgMax" bottom: "embed" top: "am3" '
+        'argmax_param { top_k: 2 out_max_val: true } }',
+        'layer { name: "r2" type: "Reduction" bottom: "cat_last" top: "r2" '
+        'reduction_param { operation: ASUM axis: 1 coeff: -3 } }',
+        'layer { name: "quiet" type: "Silence" bottom: "reindex" }',
+    ])),
 }
 
 
@@ -128,6 +155,7 @@ def prototxt(name, inputs, layers):
     lines = [f'name: "{name}"']
     for line in inputs.splitlines():
         blob, dims = line.split(":")
+        dims = dims.split("|")[0]
         shape = " ".join(f"dim: {d}" for d in dims.split())
         lines.append(f'layer {{ name: "{blob}" type: "Input" top: "{blob}" '
                      f'input_param {{ shape {{ {shape} }} }} }}')
@@ -168,8 +196,12 @@ def main(out):
         fill(net, rng)
         if net.params:
             net.save(os.path.join(out, name + ".caffemodel"))
+        below = {line.split(":")[0]: int(line.split("|")[1])
+                 for line in inputs.splitlines() if "|" in line}
         for blob in net.inputs:
-            net.blobs[blob].data[...] = rng.standard_normal(net.blobs[blob].data.shape)
+            shape = net.blobs[blob].data.shape
+            net.blobs[blob].data[...] = (rng.randint(0, below[blob], shape) if blob in below
+                                         else rng.standard_normal(shape))
         net.forward()
         for blob in named_blobs(text):
             arrays[f"{name}/{blob}"] = np.array(net.blobs[blob].data, dtype=np.float32)

@@ -32,7 +32,7 @@ def _forward(case: str) -> dict[str, np.ndarray]:
 
 
 def test_every_case_has_its_files() -> None:
-    assert set(CASES) == {"argmax", "reduction", "shapes", "pointwise", "spatial"}
+    assert set(CASES) == {"argmax", "reduction", "shapes", "pointwise", "spatial", "misc"}
     for case in CASES:
         assert os.path.exists(os.path.join(HERE, f"{case}.prototxt"))
 
