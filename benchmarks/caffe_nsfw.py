@@ -74,10 +74,12 @@ def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, f
 
 
 def first_calls(threads: int, batch_size: int = 8, calls: int = 5,
-                steady: int = 10) -> tuple[list[float], float]:
-    """Seconds of a fresh ``caffe.Net``'s first ``calls`` forwards and the median of the
-    ``steady`` after them: what a short script sees. Run it in a fresh process (``--first-calls``):
-    what ran before (allocator state, oneDNN caches) would hide the first calls' costs."""
+                steady: int = 10) -> tuple[list[float], float, list[int]]:
+    """Seconds of a fresh ``caffe.Net``'s first ``calls`` forwards, the median of the ``steady``
+    after them (what a short script sees) and the first calls' minor page faults (a heap that
+    still grows). Run it in a fresh process (``--first-calls``): what ran before (allocator
+    state, oneDNN caches) would hide the first calls' costs."""
+    import resource
     import statistics
 
     import torch
@@ -93,13 +95,15 @@ def first_calls(threads: int, batch_size: int = 8, calls: int = 5,
         np.float32)
     net.blobs["data"].reshape(*batch.shape)
     net.reshape()
-    times = []
+    times, faults = [], []
     for _ in range(calls + steady):
         net.blobs["data"].data[...] = batch
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         net.forward()
         times.append(time.perf_counter() - start)
-    return times[:calls], statistics.median(times[calls:])
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return times[:calls], statistics.median(times[calls:]), faults[:calls]
 
 
 def run(size: str, workdir: Path) -> list[dict]:
@@ -127,9 +131,10 @@ def main() -> None:
                     help="only time a fresh caffe.Net's first N forwards against its steady state")
     args = ap.parse_args()
     if args.first_calls:
-        first, steady = first_calls(args.threads, args.batch, args.first_calls)
+        first, steady, faults = first_calls(args.threads, args.batch, args.first_calls)
         print(f"Net.forward first {args.first_calls} calls: "
-              + " ".join(f"{t:.3f}" for t in first) + f" s; steady (median of 10): {steady:.3f} s")
+              + " ".join(f"{t:.3f}" for t in first) + f" s; steady (median of 10): {steady:.3f} s;"
+              f" page faults of the first calls: {' '.join(map(str, faults))}")
         return
     images, ours, theirs, scripted = measure(args.size, args.threads, args.batch)
     print(f"images={images} batch={args.batch} threads={args.threads}")
