@@ -276,7 +276,7 @@ def _tune_allocator() -> None:
     (measured on open_nsfw, batch 8: 87k, 72k, 15k, then 0 faults per call); with them (and the
     previous blobs released before each call) only the first call grows the heap.
     """
-    if not _state.get("allocator"):
+    if not _state["allocator"]:
         from ..tuning import tune_allocator
 
         _state["allocator"] = True
