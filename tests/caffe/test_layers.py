@@ -215,3 +215,47 @@ def test_prune_runs_only_what_is_needed(tmp_path):
     assert [op.layer.name for op in g.plan(("b",))] == ["b"]
     assert [op.layer.name for op in g.plan(("c",))] == ["a", "c"]
     assert g.outputs() == ["b", "c"]
+
+
+def test_registry_holds_every_layer_type():
+    from gristmill.caffe.layers import BUILDERS, SUPPORTED
+
+    core = {"Convolution", "Deconvolution", "InnerProduct", "Pooling", "LRN", "ReLU", "PReLU",
+            "Sigmoid", "TanH", "ELU", "AbsVal", "Power", "BNLL", "Dropout", "Split", "BatchNorm",
+            "Scale", "Bias", "Eltwise", "Concat", "Slice", "Flatten", "Reshape", "Softmax", "Crop"}
+    extra = {"ArgMax", "Threshold", "Exp", "Log", "Tile", "Reduction", "MVN", "Embed", "SPP",
+             "Clip", "Swish", "Parameter", "Silence", "DummyData", "Im2col", "BatchReindex"}
+    forks = {"Normalize", "Permute", "PriorBox", "DetectionOutput", "Interp", "Upsample",
+             "ROIPooling", "ShuffleChannel"}
+    assert set(BUILDERS) == core | extra | forks
+    assert set(SUPPORTED) == set(BUILDERS) | {"Input", "Python"}
+
+
+def test_layer_modules_do_not_import_the_registry():
+    """Only layers.py (the registry) imports the layer modules; they share layer_base.py."""
+    import ast
+    import importlib
+
+    for name in ("layer_base", "layers_spatial", "layers_extra", "layers_fork", "detection",
+                 "pylayer"):
+        module = importlib.import_module(f"gristmill.caffe.{name}")
+        with open(module.__file__) as f:
+            tree = ast.parse(f.read())
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert "layers" not in imported, name
+
+
+@pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("group", [0, 3])
+def test_group_must_divide_the_channels(tmp_path, type_, group):
+    from gristmill.caffe.graph import Graph
+    from gristmill.errors import SpecError
+
+    lp = layer("conv", type_, ["data"], ["out"],
+               f"convolution_param {{ num_output: 6 kernel_size: 3 group: {group} }}")
+    proto, _ = write_net(tmp_path, [lp], shape=X.shape)
+    with pytest.raises(SpecError) as e:
+        Graph.load(proto, None)
+    assert str(e.value) == (f"layer 'conv' ({type_}): group {group} does not divide 4 input / "
+                            "6 output channels")

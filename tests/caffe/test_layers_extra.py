@@ -24,7 +24,9 @@ def argmax_flat(x, k, out_max):
     flat = x.reshape(len(x), -1)
     idx = np.argsort(-flat, 1, kind="stable")[:, :k]
     vals = np.take_along_axis(flat, idx, 1)
-    return np.stack([idx, vals], 1) if out_max else idx[:, None].astype(np.float32)
+    top = np.stack([idx, vals], 1) if out_max else idx[:, None].astype(np.float32)
+    # Caffe keeps the bottom's axes (at least 3): (N, 1 or 2, top_k, 1) for a 4-D bottom
+    return top.reshape(top.shape + (1,) * (x.ndim - 3))
 
 
 def mvn(x, across, normalize, eps):
@@ -53,6 +55,8 @@ CASES = {
     "argmax": unary("ArgMax", "", lambda x: argmax_flat(x, 1, False)),
     "argmax_top3_maxval": unary("ArgMax", "argmax_param { top_k: 3 out_max_val: true }",
                                 lambda x: argmax_flat(x, 3, True)),
+    "argmax_2d_top2_maxval": unary("ArgMax", "argmax_param { top_k: 2 out_max_val: true }",
+                                   lambda x: argmax_flat(x, 2, True), x=X.reshape(2, -1)),
     "argmax_axis1": unary("ArgMax", "argmax_param { axis: 1 }",
                           lambda x: x.argmax(1)[:, None].astype(np.float32)),
     "argmax_axis1_top2_maxval": unary("ArgMax", "argmax_param { axis: 1 top_k: 2 "
@@ -97,6 +101,14 @@ CASES = {
     "dummy_data_add": ([layer("dd", "DummyData", [], ["dd"], "dummy_data_param { shape { dim: 2 "
                               "dim: 4 dim: 9 dim: 11 } data_filler { value: 0.25 } }"),
                         layer("out", "Eltwise", ["data", "dd"], ["out"])], lambda x: x + 0.25, X),
+    "dummy_data_concat_parameter": ([
+        layer("dd", "DummyData", [], ["dd"], "dummy_data_param { shape { dim: 3 dim: 4 } "
+              "data_filler { value: -2 } }"),
+        layer("p", "Parameter", [], ["p"], "parameter_param { shape { dim: 3 dim: 4 } }",
+              [PARAM]),
+        layer("out", "Concat", ["dd", "p"], ["out"], "concat_param { axis: -1 }"),
+        layer("quiet", "Silence", ["data"], [])],
+        lambda x: np.concatenate([np.full((3, 4), -2.0), PARAM], -1), X),
     "im2col": unary("Im2col", "convolution_param { kernel_size: 3 pad: 1 stride: 2 }",
                     lambda x: im2col(x, 3, 1, 2)),
     "batch_reindex": ([layer("ix", "DummyData", [], ["ix"], "dummy_data_param { shape { dim: 3 } "
@@ -153,3 +165,25 @@ def test_v1_layers_with_new_params_upgrade(tmp_path):
     (tmp_path / "v1.caffemodel").write_bytes(net.SerializeToString())
     got = run_graph(str(proto), str(tmp_path / "v1.caffemodel"), X, ("out",))["out"]
     np.testing.assert_allclose(got, 2.0 ** (X > 0.1), rtol=1e-6)
+
+
+def test_dummy_data_follows_the_graph_device(tmp_path):
+    import torch
+
+    from gristmill.caffe.graph import Graph
+
+    layers = [layer("dd", "DummyData", [], ["dd"], "dummy_data_param { shape { dim: 2 } "
+                    "data_filler { value: 1 } }"),
+              layer("out", "Eltwise", ["data", "dd"], ["out"])]
+    proto, model = write_net(tmp_path, layers, shape=(2,))
+    graph = Graph.load(proto, model).to("meta")
+    out = graph.run({"data": torch.empty(2, device="meta")}, ("out", "dd"))
+    assert out["dd"].device.type == "meta" and out["out"].shape == (2,)
+    assert graph.clone().run({"data": torch.empty(2, device="meta")}, ("dd",))["dd"].is_meta
+
+    import gristmill.caffe as caffe
+
+    # Net infers every blob's shape on meta tensors: DummyData's top must be one too
+    net = caffe.Net(proto, model, caffe.TEST)
+    net.blobs["data"].data[...] = [3, 4]
+    assert net.forward()["out"].tolist() == [4, 5]

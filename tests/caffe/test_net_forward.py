@@ -73,3 +73,64 @@ def test_fast_forward_shows_every_blob_and_takes_param_edits(tmp_path):
         np.testing.assert_allclose(net.blobs[name].data, edited[name].numpy(), rtol=1e-4,
                                    atol=1e-5)
     assert not np.allclose(net.blobs["conv1"].data, want["conv1"], atol=1e-3)
+
+
+def test_zero_axis_blob_keeps_its_value(tmp_path):
+    """Reduction over every axis makes a 0-d blob; reading it must not lose the value."""
+    import torch
+
+    import gristmill.caffe as caffe
+    from gristmill.caffe.blob import Blob
+
+    proto, model = write_net(tmp_path, [
+        layer("total", "Reduction", ["data"], ["total"],
+              "reduction_param { operation: ASUM axis: 0 coeff: -1 }")], shape=SHAPE)
+    x = np.random.RandomState(3).randn(*SHAPE).astype(np.float32)
+    net = caffe.Net(proto, model, caffe.TEST)
+    net.blobs["data"].data[...] = x
+    out = net.forward()
+    assert out["total"].shape == ()
+    np.testing.assert_allclose(out["total"], -np.abs(x).sum(), rtol=1e-5)
+
+    blob = Blob(())
+    blob._set_tensor(torch.tensor(2.5))
+    assert blob.data.shape == () and float(blob.data) == 2.5
+    blob._set_tensor(torch.arange(6.0).reshape(2, 3).t())  # not C-contiguous: copied
+    assert blob.data.flags.c_contiguous and blob.data.tolist() == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_forward_frees_the_previous_blobs_before_computing(tmp_path, monkeypatch):
+    """From its second call, forward reuses the memory of the blobs it replaces (no heap growth,
+    so no page faults): the previous values are gone before the first layer runs, and glibc is
+    told once per process to keep freed memory (the workers' allocator settings)."""
+    import weakref
+
+    import gristmill.caffe as caffe
+    from gristmill import tuning
+    from gristmill.caffe import net as net_module
+
+    calls = []
+    monkeypatch.setattr(tuning, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setitem(net_module._state, "allocator", False)
+    proto, model = write_net(tmp_path, _layers(np.random.RandomState(1)), shape=SHAPE)
+    net = caffe.Net(proto, model, caffe.TEST)
+    net.blobs["data"].data[...] = np.random.RandomState(2).randn(*SHAPE)
+    net.forward()
+    net.blobs["bn2"].data  # noqa: B018  (read: the numpy copy is what the blob holds now)
+    previous = {name: weakref.ref(net.blobs[name]._tensor if net.blobs[name]._tensor is not None
+                                  else net.blobs[name]._data)
+                for name in ("conv1", "conv2", "bn2", "pool")}
+    alive_when_first_layer_ran = []
+    first = net._fast_graph().ops[0].layer
+    fn = first.fn
+
+    def watching(xs, ps):
+        alive_when_first_layer_ran.extend(n for n, ref in previous.items() if ref() is not None)
+        return fn(xs, ps)
+    first.fn = watching
+    net.forward()
+    assert alive_when_first_layer_ran == []
+    caffe.Net(proto, model, caffe.TEST).forward()
+    assert calls == [1]
+    net.forward(end="conv2")  # a partial forward keeps the blobs it does not recompute
+    assert net.blobs["pool"].data.any()

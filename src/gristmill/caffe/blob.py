@@ -28,7 +28,9 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         if self._tensor is not None:
-            self._data = np.ascontiguousarray(self._tensor.detach().cpu().numpy())
+            array = self._tensor.detach().cpu().numpy()
+            # not np.ascontiguousarray: it turns a 0-d blob (Reduction over every axis) into 1-d
+            self._data = array if array.flags.c_contiguous else array.copy(order="C")
             self._tensor = None
         if self._data is None or self._data.shape != self._shape:
             self._data = np.zeros(self._shape, dtype=np.float32)
@@ -69,6 +71,10 @@ class Blob:
 
     def _set(self, value: np.ndarray) -> None:
         self._shape, self._data, self._tensor = tuple(value.shape), value, None
+
+    def _release(self) -> None:
+        """Forget the content (forward is about to replace it), so its memory can be reused."""
+        self._data = self._tensor = None
 
     def _set_tensor(self, value: Any) -> None:
         """The blob's new content, as a tensor converted on the first ``data`` read."""

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import SpecError
 from . import caffe_pb2 as pb
+from .layer_base import Layer
 
 CODE = pb.PriorBoxParameter
 
@@ -97,8 +98,6 @@ def detect(loc, conf, prior, *, num_classes: int, share: bool, background: int, 
 
 
 def build_detection_output(lp, blobs, shapes):
-    from .layers import Layer
-
     dp = lp.detection_output_param
     if dp.num_classes < 1:
         raise SpecError(f"layer {lp.name!r} (DetectionOutput): num_classes must be >= 1")

@@ -214,6 +214,9 @@ class Graph:
                 params = [p.contiguous(memory_format=torch.channels_last) if p.dim() == 4 else p
                           for p in params]
             op.layer.params = params
+            where = op.layer.attrs.get("device")
+            if where is not None:  # a layer making tensors from nothing (DummyData)
+                where["device"] = torch.device(device)
         self._plans.clear()
         return self
 

@@ -5,14 +5,14 @@ and the shapes of its bottoms into a :class:`Layer`: ``fn(inputs, params) -> out
 tensors; params passed in so the same function runs on meta tensors for shape inference, on folded
 weights, and on any device). Weights whose shapes disagree with the prototxt and layer types we do
 not run raise a one-line :class:`SpecError` naming the layer. Convolution-like layers that carry
-spatial arithmetic (Pooling, LRN) live in ``layers_spatial.py``; this file holds the registry.
+spatial arithmetic (Pooling, LRN) live in ``layers_spatial.py``; this file holds the registry of
+every builder (those of ``layers_extra.py`` and ``layers_fork.py`` too); what all the layer modules
+share (``Layer``, ``check_blobs``...) is in ``layer_base.py``, so imports only go one way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,74 +20,22 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from . import caffe_pb2 as pb
+from .layer_base import Builder, Layer, Tensor, canonical_axis, check_blobs, check_group, unary
+from .layers_extra import EXTRA
+from .layers_fork import FORKS
 from .layers_spatial import build_deconvolution, build_lrn, build_pooling, conv_geometry
 
-Tensor = torch.Tensor
-Fn = Callable[[list[Tensor], list[Tensor]], list[Tensor]]
-
-
-@dataclass(eq=False)
-class Layer:
-    """One executable layer: ``fn(inputs, params)``; ``attrs`` describe it for graph rewrites."""
-
-    name: str
-    type: str
-    fn: Fn
-    params: list[Tensor]
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-
-Builder = Callable[[pb.LayerParameter, list[np.ndarray], list[tuple[int, ...]]], Layer]
-
-
-def check_blobs(layer: pb.LayerParameter, blobs: list[np.ndarray] | None,
-                expected: list[tuple[int, ...]]) -> list[Tensor]:
-    """The weights as tensors of the expected shapes; SpecError naming the layer otherwise.
-
-    ``blobs`` None means "no weights file" (pycaffe allows it): zeros stand in. Legacy (V1) files
-    store vectors and matrices as 4-D ``1 x 1 x H x W`` blobs, so shapes are compared with leading
-    ones stripped, as Caffe itself accepts them. The tensors share memory with ``blobs``.
-    """
-    if blobs is None:
-        return [torch.zeros(shape) for shape in expected]
-    if len(blobs) != len(expected):
-        raise SpecError(f"layer {layer.name!r} ({layer.type}): weights file has {len(blobs)} "
-                        f"blobs, the prototxt needs {len(expected)} of shapes {expected}")
-    out = []
-    for i, (blob, shape) in enumerate(zip(blobs, expected, strict=False)):
-        if _strip(blob.shape) != _strip(shape):
-            raise SpecError(f"layer {layer.name!r} ({layer.type}): weight blob {i} has shape "
-                            f"{tuple(blob.shape)}, the prototxt needs {tuple(shape)}")
-        out.append(torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32).reshape(shape)))
-    return out
-
-
-def _strip(shape: tuple[int, ...]) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in shape)
-    while len(shape) > 1 and shape[0] == 1:
-        shape = shape[1:]
-    return shape
-
-
-def _axis(axis: int, ndim: int) -> int:
-    return axis + ndim if axis < 0 else axis
-
-
-def _unary(fn: Callable[[Tensor], Tensor]) -> Fn:
-    return lambda xs, ps: [fn(xs[0])]
-
+__all__ = ["BUILDERS", "SOURCES", "SUPPORTED", "Layer", "build", "check_blobs", "unsupported"]
 
 def build_convolution(lp, blobs, shapes):
     cp = lp.convolution_param
     g = conv_geometry(cp)
     c_in = shapes[0][1]
-    if c_in % cp.group or cp.num_output % cp.group:
-        raise SpecError(f"layer {lp.name!r} (Convolution): group {cp.group} does not divide "
-                        f"{c_in} input / {cp.num_output} output channels")
-    expected = [(cp.num_output, c_in // cp.group, *g["kernel"])]
+    group = check_group(lp, c_in)
+    expected = [(cp.num_output, c_in // group, *g["kernel"])]
     expected += [(cp.num_output,)] if cp.bias_term else []
     params = check_blobs(lp, blobs, expected)
-    stride, pad, dil, group = g["stride"], g["pad"], g["dilation"], cp.group
+    stride, pad, dil = g["stride"], g["pad"], g["dilation"]
 
     def conv(xs, ps):
         return [F.conv2d(xs[0], ps[0], ps[1] if len(ps) > 1 else None, stride, pad, dil, group)]
@@ -96,7 +44,7 @@ def build_convolution(lp, blobs, shapes):
 
 def build_inner_product(lp, blobs, shapes):
     ip = lp.inner_product_param
-    axis = _axis(ip.axis, len(shapes[0]))
+    axis = canonical_axis(ip.axis, len(shapes[0]))
     k = int(np.prod(shapes[0][axis:]))
     expected = [(k, ip.num_output) if ip.transpose else (ip.num_output, k)]
     expected += [(ip.num_output,)] if ip.bias_term else []
@@ -137,7 +85,7 @@ def build_batch_norm(lp, blobs, shapes):
 
 def _scale_shape(lp, shapes, axis_field, num_axes_field):
     x = shapes[0]
-    axis = _axis(axis_field, len(x))
+    axis = canonical_axis(axis_field, len(x))
     if len(shapes) > 1:
         return axis, tuple(shapes[1])
     end = len(x) if num_axes_field == -1 else axis + num_axes_field
@@ -182,7 +130,7 @@ def build_bias(lp, blobs, shapes):
 def build_relu(lp, blobs, shapes):
     slope = lp.relu_param.negative_slope
     fn = F.relu if slope == 0 else (lambda x: F.leaky_relu(x, slope))
-    return Layer(lp.name, lp.type, _unary(fn), check_blobs(lp, blobs, []))
+    return Layer(lp.name, lp.type, unary(fn), check_blobs(lp, blobs, []))
 
 
 def build_prelu(lp, blobs, shapes):
@@ -198,7 +146,7 @@ def build_power(lp, blobs, shapes):
     def fn(x):
         y = x * scale + shift if (scale != 1 or shift != 0) else x
         return y if power == 1 else torch.pow(y, power)
-    return Layer(lp.name, lp.type, _unary(fn), [])
+    return Layer(lp.name, lp.type, unary(fn), [])
 
 
 def build_eltwise(lp, blobs, shapes):
@@ -227,14 +175,14 @@ def build_eltwise(lp, blobs, shapes):
 def build_concat(lp, blobs, shapes):
     cp = lp.concat_param
     axis = cp.axis if cp.HasField("axis") or not cp.HasField("concat_dim") else cp.concat_dim
-    axis = _axis(axis, len(shapes[0]))
+    axis = canonical_axis(axis, len(shapes[0]))
     return Layer(lp.name, lp.type, lambda xs, ps: [torch.cat(xs, axis)], [])
 
 
 def build_slice(lp, blobs, shapes):
     sp = lp.slice_param
     axis = sp.axis if sp.HasField("axis") or not sp.HasField("slice_dim") else sp.slice_dim
-    axis = _axis(axis, len(shapes[0]))
+    axis = canonical_axis(axis, len(shapes[0]))
     n, tops = shapes[0][axis], len(lp.top)
     points = list(sp.slice_point)
     if points and len(points) != tops - 1:
@@ -252,15 +200,15 @@ def build_slice(lp, blobs, shapes):
 def build_flatten(lp, blobs, shapes):
     fp = lp.flatten_param
     nd = len(shapes[0])
-    start, end = _axis(fp.axis, nd), _axis(fp.end_axis, nd)
-    return Layer(lp.name, lp.type, _unary(lambda x: x.flatten(start, end)), [])
+    start, end = canonical_axis(fp.axis, nd), canonical_axis(fp.end_axis, nd)
+    return Layer(lp.name, lp.type, unary(lambda x: x.flatten(start, end)), [])
 
 
 def build_reshape(lp, blobs, shapes):
     rp = lp.reshape_param
     dims = [int(d) for d in rp.shape.dim]
     nd = len(shapes[0])
-    start = _axis(rp.axis, nd + 1) if rp.axis < 0 else rp.axis
+    start = canonical_axis(rp.axis, nd + 1) if rp.axis < 0 else rp.axis
     end = nd if rp.num_axes == -1 else start + rp.num_axes
 
     def reshape(xs, ps):
@@ -272,14 +220,14 @@ def build_reshape(lp, blobs, shapes):
 
 
 def build_softmax(lp, blobs, shapes):
-    axis = _axis(lp.softmax_param.axis, len(shapes[0]))
-    return Layer(lp.name, lp.type, _unary(lambda x: torch.softmax(x, axis)), [])
+    axis = canonical_axis(lp.softmax_param.axis, len(shapes[0]))
+    return Layer(lp.name, lp.type, unary(lambda x: torch.softmax(x, axis)), [])
 
 
 def build_crop(lp, blobs, shapes):
     cp = lp.crop_param
     nd = len(shapes[0])
-    axis = _axis(cp.axis, nd)
+    axis = canonical_axis(cp.axis, nd)
     offsets = list(cp.offset)
     if len(offsets) not in (0, 1, nd - axis):
         raise SpecError(f"layer {lp.name!r} (Crop): {len(offsets)} offsets for {nd - axis} axes")
@@ -304,7 +252,7 @@ def _identity(lp, blobs, shapes):
 
 
 def _simple(fn: Callable[[Tensor], Tensor]) -> Builder:
-    return lambda lp, blobs, shapes: Layer(lp.name, lp.type, _unary(fn), check_blobs(lp, blobs, []))
+    return lambda lp, blobs, shapes: Layer(lp.name, lp.type, unary(fn), check_blobs(lp, blobs, []))
 
 
 BUILDERS: dict[str, Builder] = {
@@ -318,7 +266,7 @@ BUILDERS: dict[str, Builder] = {
     "Sigmoid": _simple(torch.sigmoid),
     "TanH": _simple(torch.tanh),
     "ELU": lambda lp, b, s: Layer(lp.name, lp.type,
-                                  _unary(lambda x: F.elu(x, lp.elu_param.alpha)), []),
+                                  unary(lambda x: F.elu(x, lp.elu_param.alpha)), []),
     "AbsVal": _simple(torch.abs),
     "Power": build_power,
     "BNLL": _simple(F.softplus),
@@ -335,10 +283,6 @@ BUILDERS: dict[str, Builder] = {
     "Softmax": build_softmax,
     "Crop": build_crop,
 }
-# Registered here, after BUILDERS exists: layers_extra imports this module's helpers.
-from .layers_extra import EXTRA  # noqa: E402
-from .layers_fork import FORKS  # noqa: E402
-
 BUILDERS.update(EXTRA)
 BUILDERS.update(FORKS)
 # Layers that make blobs from nothing (a net made only of these needs no Input).

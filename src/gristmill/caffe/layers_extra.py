@@ -3,8 +3,9 @@
 Contract: same builder signature as ``layers.py`` (``(lp, blobs, shapes) -> Layer``), registered in
 its ``BUILDERS``. Each follows the upstream layer's forward pass, including its quirks: MVN adds
 ``eps`` to the standard deviation (not the variance), ArgMax without ``axis`` ranks each item's
-flattened values and with ``out_max_val`` returns (index, value) pairs, Reduction reduces every
-axis from ``axis`` on, Exp/Log take ``base`` -1 as e. Parameter errors are one-line SpecErrors.
+flattened values, keeps the bottom's number of axes (at least 3) and with ``out_max_val`` returns
+(index, value) pairs, Reduction reduces every axis from ``axis`` on (axis 0: a 0-d blob), Exp/Log
+take ``base`` -1 as e. Parameter errors are one-line SpecErrors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from . import caffe_pb2 as pb
-from .layers import Layer, _axis, _unary, check_blobs
+from .layer_base import Layer, canonical_axis, check_blobs, unary
 from .layers_spatial import build_pooling, conv_geometry
 
 
@@ -25,7 +26,7 @@ def build_argmax(lp, blobs, shapes):
     ap = lp.argmax_param
     k, out_max = int(ap.top_k), ap.out_max_val
     has_axis = ap.HasField("axis")
-    axis = _axis(ap.axis, len(shapes[0])) if has_axis else None
+    axis = canonical_axis(ap.axis, len(shapes[0])) if has_axis else None
     size = shapes[0][axis] if has_axis else int(np.prod(shapes[0][1:]))
     if k < 1 or k > size:
         raise SpecError(f"layer {lp.name!r} (ArgMax): top_k {k} must be in 1..{size}")
@@ -36,15 +37,17 @@ def build_argmax(lp, blobs, shapes):
             values, index = torch.topk(x, k, dim=axis)
             return [values if out_max else index.to(x.dtype)]
         values, index = torch.topk(x.flatten(1), k, dim=1)
-        if out_max:  # (N, 2, top_k): indices then values
-            return [torch.stack([index.to(x.dtype), values], 1)]
-        return [index.to(x.dtype).unsqueeze(1)]
+        # Caffe's top is (N, 2 with out_max_val (indices, then values) else 1, top_k), padded
+        # with ones to the bottom's number of axes: (N, 1, top_k, 1) for a 4-D bottom.
+        top = torch.stack([index.to(x.dtype), values], 1) if out_max else index.to(
+            x.dtype).unsqueeze(1)
+        return [top.reshape(*top.shape, *(1,) * (x.dim() - 3))]
     return Layer(lp.name, lp.type, argmax, [])
 
 
 def build_threshold(lp, blobs, shapes):
     t = lp.threshold_param.threshold
-    return Layer(lp.name, lp.type, _unary(lambda x: (x > t).to(x.dtype)), [])
+    return Layer(lp.name, lp.type, unary(lambda x: (x > t).to(x.dtype)), [])
 
 
 def _base_scale_shift(lp, p):
@@ -56,27 +59,27 @@ def _base_scale_shift(lp, p):
 def build_exp(lp, blobs, shapes):
     log_base, scale, shift = _base_scale_shift(lp, lp.exp_param)
     # base ^ (shift + scale * x) = exp(ln(base) * (shift + scale * x))
-    return Layer(lp.name, lp.type, _unary(lambda x: torch.exp(log_base * (shift + scale * x))), [])
+    return Layer(lp.name, lp.type, unary(lambda x: torch.exp(log_base * (shift + scale * x))), [])
 
 
 def build_log(lp, blobs, shapes):
     log_base, scale, shift = _base_scale_shift(lp, lp.log_param)
-    return Layer(lp.name, lp.type, _unary(lambda x: torch.log(shift + scale * x) / log_base), [])
+    return Layer(lp.name, lp.type, unary(lambda x: torch.log(shift + scale * x) / log_base), [])
 
 
 def build_tile(lp, blobs, shapes):
     tp = lp.tile_param
-    axis = _axis(tp.axis, len(shapes[0]))
+    axis = canonical_axis(tp.axis, len(shapes[0]))
     if tp.tiles < 1:
         raise SpecError(f"layer {lp.name!r} (Tile): tiles must be >= 1, got {tp.tiles}")
     reps = [1] * len(shapes[0])
     reps[axis] = tp.tiles
-    return Layer(lp.name, lp.type, _unary(lambda x: x.repeat(*reps)), [])
+    return Layer(lp.name, lp.type, unary(lambda x: x.repeat(*reps)), [])
 
 
 def build_reduction(lp, blobs, shapes):
     rp = lp.reduction_param
-    axis = _axis(rp.axis, len(shapes[0]))
+    axis = canonical_axis(rp.axis, len(shapes[0]))
     op, coeff = rp.operation, rp.coeff
     R = pb.ReductionParameter
 
@@ -153,12 +156,12 @@ def build_clip(lp, blobs, shapes):
     lo, hi = lp.clip_param.min, lp.clip_param.max
     if lo > hi:
         raise SpecError(f"layer {lp.name!r} (Clip): min {lo} > max {hi}")
-    return Layer(lp.name, lp.type, _unary(lambda x: torch.clamp(x, lo, hi)), [])
+    return Layer(lp.name, lp.type, unary(lambda x: torch.clamp(x, lo, hi)), [])
 
 
 def build_swish(lp, blobs, shapes):
     beta = lp.swish_param.beta
-    return Layer(lp.name, lp.type, _unary(lambda x: x * torch.sigmoid(beta * x)), [])
+    return Layer(lp.name, lp.type, unary(lambda x: x * torch.sigmoid(beta * x)), [])
 
 
 def build_parameter(lp, blobs, shapes):
@@ -188,10 +191,15 @@ def build_dummy_data(lp, blobs, shapes):
         raise SpecError(f"layer {lp.name!r} (DummyData): only constant fillers are deterministic; "
                         "feed random data as an input instead")
     values = [f.value for f in fillers]
+    # No bottom or weight says where the tops belong: Graph.to sets this (shared by clones)
+    where = {"device": torch.device("cpu")}
 
     def dummy(xs, ps):
-        return [torch.full(d, v) for d, v in zip(dims, values, strict=True)]
-    return Layer(lp.name, lp.type, dummy, [])
+        return [torch.full(d, v, device=where["device"]) for d, v in zip(dims, values, strict=True)]
+
+    def meta(xs):
+        return [torch.empty(d, device="meta") for d in dims]
+    return Layer(lp.name, lp.type, dummy, [], {"meta": meta, "device": where})
 
 
 def build_im2col(lp, blobs, shapes):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from .detection import build_detection_output
-from .layers import Layer, _unary, check_blobs
+from .layer_base import Layer, check_blobs, unary
 
 
 def build_normalize(lp, blobs, shapes):
@@ -44,7 +44,7 @@ def build_permute(lp, blobs, shapes):
         raise SpecError(f"layer {lp.name!r} (Permute): order {order} is not a permutation of "
                         f"{nd} axes")
     order += [i for i in range(nd) if i not in order]  # unnamed axes keep their order
-    return Layer(lp.name, lp.type, _unary(lambda x: x.permute(*order).contiguous()), [])
+    return Layer(lp.name, lp.type, unary(lambda x: x.permute(*order).contiguous()), [])
 
 
 def prior_boxes(pp, layer_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from . import caffe_pb2 as pb
+from .layer_base import Layer, check_blobs, check_group
 
 
 def _pair(repeated, h, w, has_h: bool, default: int) -> tuple[int, int]:
@@ -41,19 +42,15 @@ def conv_geometry(cp: pb.ConvolutionParameter) -> dict[str, tuple[int, int]]:
 
 
 def build_deconvolution(lp, blobs, shapes):
-    from .layers import Layer, check_blobs
-
     cp = lp.convolution_param
     g = conv_geometry(cp)
     c_in = shapes[0][1]
-    if c_in % cp.group or cp.num_output % cp.group:
-        raise SpecError(f"layer {lp.name!r} (Deconvolution): group {cp.group} does not divide "
-                        f"{c_in} input / {cp.num_output} output channels")
+    group = check_group(lp, c_in)
     # Caffe's deconvolution weights are (C_in, C_out / group, kh, kw): torch's layout as well.
-    expected = [(c_in, cp.num_output // cp.group, *g["kernel"])]
+    expected = [(c_in, cp.num_output // group, *g["kernel"])]
     expected += [(cp.num_output,)] if cp.bias_term else []
     params = check_blobs(lp, blobs, expected)
-    stride, pad, dil, group = g["stride"], g["pad"], g["dilation"], cp.group
+    stride, pad, dil = g["stride"], g["pad"], g["dilation"]
 
     def deconv(xs, ps):
         bias = ps[1] if len(ps) > 1 else None
@@ -109,8 +106,6 @@ def _pool_explicit(x, method, geo, h, w):
 
 
 def build_pooling(lp, blobs, shapes):
-    from .layers import Layer, check_blobs
-
     pp = lp.pooling_param
     check_blobs(lp, blobs, [])
     method = pp.pool
@@ -163,8 +158,6 @@ def _max_pool_mask(pp, x):
 
 
 def build_lrn(lp, blobs, shapes):
-    from .layers import Layer, check_blobs
-
     rp = lp.lrn_param
     check_blobs(lp, blobs, [])
     n, alpha, beta, k = rp.local_size, rp.alpha, rp.beta, rp.k

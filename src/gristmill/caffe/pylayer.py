@@ -144,7 +144,7 @@ def instantiate(lp: pb.LayerParameter, dirs: list[str]) -> Layer:
 def build_python(lp: pb.LayerParameter, blobs: list[np.ndarray] | None,
                  shapes: list[tuple[int, ...]], dirs: list[str]):
     """The graph layer running ``lp``'s Python class; ``setup`` is called here, once."""
-    from .layers import Layer as GraphLayer
+    from .layer_base import Layer as GraphLayer
 
     instance = instantiate(lp, dirs)
     instance.blobs = BlobVec(Blob(a.shape, np.array(a, np.float32)) for a in blobs or ())
