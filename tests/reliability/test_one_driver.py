@@ -50,4 +50,4 @@ def test_second_driver_is_refused_and_a_killed_one_blocks_nothing(tmp_path: Path
     again = run(str(images), "-o", str(out), *JOB, timeout=180)
     assert again.returncode == 0, again.stderr
     assert " 0 already done" not in again.stderr
-    assert wait_for(lambda: not [p for p in family if alive(p)], timeout=10)
+    assert wait_for(lambda: not [p for p in family if alive(p)], timeout=30)
