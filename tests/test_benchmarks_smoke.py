@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every benchmark case, the Ray cluster's included: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,4 +1,8 @@
-"""plan before, status during and after (a SIGKILL too), --progress jsonl, report.html."""
+"""plan before, status during and after (a SIGKILL too), --progress jsonl, report.html.
+
+The jobs that are looked at or killed mid-run run ``tinynet:gated`` (reliability/tinynet.py): the
+worker holds after its first two shards until the test releases it, so "mid-run" is certain.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,16 @@ import sys
 import pytest
 from jobhelp import RUN, alive, cli
 from reliability import faultkit
+from reliability.tinynet import FREE, HOLD, held
 
 import gristmill
 
 pytestmark = pytest.mark.slow
 OPTS = ["--outputs", "features,logits", "--shard-size", "8", "--batch-size", "8"]
+# shards of 4 batches, one loader (batches in order): the worker commits two shards, then holds
+HELD = ["--model", "tinynet:gated", "--shard-size", "20", "--batch-size", "5", "--workers", "1",
+        "--loaders", "1"]
+TWO_SHARDS = {FREE: "8"}
 
 
 def tree_state(root) -> dict[str, tuple[int, int]]:
@@ -88,21 +97,25 @@ def test_plan_of_a_finished_job_reads_its_frozen_list_and_changes_nothing(refere
 
 def test_status_during_a_run_after_a_sigkill_and_after_the_resume(tmp_path):
     faultkit.make_images(tmp_path / "img", 480)
-    out = tmp_path / "out"
+    out, hold = tmp_path / "out", tmp_path / "hold"
     stream = tmp_path / "events.jsonl"
-    args = [str(tmp_path / "img"), "-o", str(out), *faultkit.TINY, "--model", "tinynet:slow",
-            "--shard-size", "20", "--batch-size", "5", "--workers", "1"]
-    proc = faultkit.start(*args, "--progress", f"jsonl={stream}")
+    args = [str(tmp_path / "img"), "-o", str(out), *faultkit.TINY, *HELD]
+    hold.touch()
+    proc = faultkit.start(*args, "--progress", f"jsonl={stream}",
+                          extra_env={HOLD: str(hold), **TWO_SHARDS})
     try:
-        seen = faultkit.wait_for(lambda: (s := status(out) if (out / "inputs.npz").exists()
-                                          else None) and s["committed_shards"] >= 2 and s, 90)
-        assert seen, "no shard committed in time"
+        assert faultkit.wait_for(lambda: held(str(hold)), 90), "the worker never held"
+        seen = status(out)
         assert seen["state"] == "running" and seen["driver"]["pid"] == proc.pid
-        assert 2 <= seen["committed_shards"] <= markers(out)
+        assert seen["committed_shards"] == 2 == markers(out)
         assert seen["shards"] == 24 and seen["items"] == 480
         assert seen["committed_shards"] + seen["pending_shards"] == 24
         family = faultkit.descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
+        # released at once: a worker inside a model call sees its driver gone only when the call
+        # returns (its fork server outlives the driver while any worker holds the server's alive
+        # pipe, which Python hands every forked child), as a worker between batches would
+        hold.unlink()
         proc.wait(timeout=30)
         assert faultkit.wait_for(lambda: not any(alive(p) for p in family), 30)
     finally:
@@ -177,14 +190,16 @@ def test_status_of_a_folder_without_a_job_is_one_line_exit_2(tmp_path):
 
 def test_a_killed_worker_shows_as_two_processes_in_the_report(tmp_path):
     faultkit.make_images(tmp_path / "img", 240)
-    out = tmp_path / "out"
-    proc = faultkit.start(str(tmp_path / "img"), "-o", str(out), *faultkit.TINY, "--model",
-                          "tinynet:slow", "--shard-size", "20", "--batch-size", "5",
-                          "--workers", "1")
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    hold.touch()
+    proc = faultkit.start(str(tmp_path / "img"), "-o", str(out), *faultkit.TINY, *HELD,
+                          extra_env={HOLD: str(hold), **TWO_SHARDS})
     try:
-        assert faultkit.wait_for(lambda: markers(out) >= 2, 90), "no shard committed in time"
+        assert faultkit.wait_for(lambda: held(str(hold)), 90), "the worker never held"
+        assert markers(out) == 2
         (worker,), _ = faultkit.workers_and_loaders(proc.pid)
         os.kill(worker, signal.SIGKILL)
+        hold.unlink()  # for its replacement
         _, stderr = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:

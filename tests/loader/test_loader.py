@@ -157,26 +157,52 @@ def _alive(pid: int) -> bool:
         return f.read().split()[2] != "Z"
 
 
-def test_ctrl_c_in_a_training_process_leaves_nothing(labeled: Path) -> None:
+def test_ctrl_c_in_a_training_process_leaves_nothing(labeled: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
-    import time
 
+    # the training loop takes its first batch, says so, and then waits on its stdin, which the
+    # test keeps open and never writes: Ctrl-C lands mid-epoch, with the loaders running, however
+    # busy the machine. Python's own SIGINT handler, as in a terminal, even when this test runs
+    # with SIGINT ignored (a background job of a script), which its children would inherit.
     script = (
-        "import sys, time, gristmill\n"
+        "import signal, sys, gristmill\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"loader = gristmill.Loader({str(labeled)!r}, batch_size=2, workers=2, output='numpy')\n"
         "for batch in loader:\n"
         "    print(*loader.pids, flush=True)\n"
-        "    time.sleep(0.2)\n"
+        "    sys.stdin.readline()\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    log = tmp_path / "stderr"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids) and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)  # its stdin still open: only the signal can end the loop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            pipe.close()
+    err = log.read_text()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err and "leaked" not in err, err
-    time.sleep(0.5)
-    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+    assert _until(lambda: not any(_alive(p) for p in pids), 30), [p for p in pids if _alive(p)]
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"gristmill-{proc.pid}-")]
+
+
+def _until(condition, timeout: float) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds (polled)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from jobhelp import cli
 
 import gristmill
@@ -33,6 +34,7 @@ def read(out: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         return result.names, {k: v[:] for k, v in result.outputs.items()}
 
 
+@pytest.mark.slow  # a whole job
 def test_numpy_class_through_gristmill_run_equals_direct_call(small_tree, tmp_path) -> None:
     import numpy_models
 
@@ -47,6 +49,7 @@ def test_numpy_class_through_gristmill_run_equals_direct_call(small_tree, tmp_pa
         np.testing.assert_allclose(outputs[key], value, rtol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow  # a whole job
 def test_a_declared_preset_gives_float_rows_and_the_api_takes_the_class(small_tree,
                                                                        tmp_path) -> None:
     from numpy_models import Normalised
@@ -59,12 +62,16 @@ def test_a_declared_preset_gives_float_rows_and_the_api_takes_the_class(small_tr
     assert np.abs(outputs["centre"]).max() <= 1.0 and np.abs(outputs["centre"]).max() > 0.1
 
 
-def test_kinds_and_one_line_errors(small_tree, tmp_path) -> None:
+def test_kinds_and_declared_outputs() -> None:
     assert models.kind_of("numpy_models:ColourStats") == "callable"
     assert models.kind_of("models_for_tests:TinyCNN") == "factory"  # an nn.Module class
     assert models.kind_of("models_for_tests:tiny_cnn") == "factory"
     info = models.describe(ModelSpec(ref="numpy_models:Normalised"))
     assert info.outputs == ("centre",) and info.preset.layout == "NCHW"
+
+
+@pytest.mark.slow  # the CLI in its own interpreter
+def test_an_output_that_is_not_a_dict_is_one_line_error(small_tree, tmp_path) -> None:
     root, _ = small_tree
     done = cli("run", str(root), "-o", str(tmp_path / "o"), "--model",
                "numpy_models:ReturnsAList", *FLAGS)

@@ -52,6 +52,7 @@ class _Trap:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow  # the CLI in its own interpreter
 def test_a_pickle_named_safetensors_is_refused_unread(small_tree, tmp_path: Path) -> None:
     marker = tmp_path / "unpickled"
     fake = tmp_path / "weights.safetensors"
@@ -67,6 +68,7 @@ def test_a_pickle_named_safetensors_is_refused_unread(small_tree, tmp_path: Path
         map_tensors(str(fake))
 
 
+@pytest.mark.slow  # two whole jobs
 def test_factory_with_safetensors_weights_equals_the_same_state_dict(small_tree,
                                                                     tmp_path: Path) -> None:
     from models_for_tests import TinyCNN

@@ -18,11 +18,12 @@ from reliability.faultkit import (
     wait_for,
     workers_and_loaders,
 )
+from reliability.tinynet import HOLD, held
 
 pytestmark = pytest.mark.slow
 
 JOB = ["--shard-size", "100", "--batch-size", "8", "--workers", "2", "--loaders", "1",
-       *TINY, "--model", "tinynet:slow"]
+       *TINY, "--model", "tinynet:gated"]
 
 
 def shared_anonymous_mb(pid: int) -> float:
@@ -44,17 +45,20 @@ def shared_anonymous_mb(pid: int) -> float:
 def test_workers_are_forks_of_a_server_with_torch_imported(tmp_path: Path) -> None:
     root = tmp_path / "images"
     make_images(root, 600)
-    job = start(str(root), "-o", str(tmp_path / "out"), *JOB)
+    hold = tmp_path / "hold"
+    hold.touch()
+    # both workers hold their first batch (tinynet.py) until the test has looked at them
+    job = start(str(root), "-o", str(tmp_path / "out"), *JOB, extra_env={HOLD: str(hold)})
     try:
-        family = wait_for(lambda: (lambda w, ld: (w, ld) if len(w) == 2 and ld else None)(
-            *workers_and_loaders(job.pid)), timeout=90)
-        assert family, "two workers never came up"
-        workers, _ = family
+        assert wait_for(lambda: len(held(str(hold))) == 2, timeout=90), "two workers never held"
+        workers, loaders = workers_and_loaders(job.pid)
+        assert sorted(workers) == sorted(held(str(hold))) and loaders
         servers = {int(open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[1])
                    for w in workers}
         assert len(servers) == 1 and servers <= set(children(job.pid))
         for pid in workers:
             assert shared_anonymous_mb(pid) > 50, f"worker {pid} shares no imported pages"
+        hold.unlink()
         _, stderr = job.communicate(timeout=180)
     finally:
         if job.poll() is None:

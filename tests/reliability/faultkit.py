@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +38,15 @@ def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
 
 
 def start(*args: str, extra_env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    """Start ``gristmill run ARGS``, with Ctrl-C as a terminal delivers it: a test suite run
+    with SIGINT ignored (a background job of a script) would otherwise pass that on."""
+    kw.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen(cli(*args), env=env(**(extra_env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 TAG = "GRISTMILL_TEST_JOB"  # an environment variable no gristmill code reads

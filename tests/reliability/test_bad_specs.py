@@ -11,6 +11,10 @@ import pytest
 from faultkit import TINY, run
 from PIL import Image
 
+# each case is the CLI in its own interpreter (seconds of imports); the refusals themselves are
+# unit-tested in tests/unit/test_spec.py and through describe in tests/models
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -1,4 +1,10 @@
-"""Killed processes: loaders, workers and the driver itself, with real SIGKILLs."""
+"""Killed processes: loaders, workers and the driver itself, with real SIGKILLs.
+
+The jobs run ``tinynet:gated`` with a hold file (see tinynet.py): each worker process runs at most
+``FREE`` batches while the file exists, and every process the job can have in that time together
+runs fewer batches than the job has, so the job is still running at each kill however busy the
+machine; the test deletes the file once its kills are made.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,17 @@ import numpy as np
 import pytest
 from faultkit import TINY, make_images, run, shm_segments, start, wait_for, workers_and_loaders
 from jobhelp import alive
+from tinynet import FREE, HOLD, held
 
 pytestmark = pytest.mark.slow
 
-# tinynet:slow (50 ms a batch) keeps the job alive through five kills and their restarts
 JOB = ["--shard-size", "100", "--batch-size", "8", "--workers", "2", "--loaders", "1",
-       "--max-attempts", "10", *TINY, "--model", "tinynet:slow"]
+       "--max-attempts", "10", *TINY, "--model", "tinynet:gated"]
+BATCHES = 250  # 2 000 images in batches of 8
+KILLS = 5
+# batches each worker process runs before it holds: 2 workers and at most KILLS replacements,
+# 7 x 30 = 210 < BATCHES, so the job cannot finish before the hold is released
+RANDOM_FREE = 30
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +61,50 @@ def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None
 
 
 def test_random_kills_of_loaders_and_workers(images, reference, tmp_path):
-    out = tmp_path / "out"
-    job = start(str(images[0]), "-o", str(out), *JOB)
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    hold.touch()
+    assert RANDOM_FREE * (2 + KILLS) < BATCHES
+    job = start(str(images[0]), "-o", str(out), *JOB,
+                extra_env={HOLD: str(hold), FREE: str(RANDOM_FREE)})
     rng = random.Random(5)
-    kills = []
+    kills: list[tuple[str, int, int]] = []  # kind, pid, its worker
     try:
-        for _ in range(5):
-            # wait until some worker has its loaders up (it is computing), then kill one
-            procs = wait_for(lambda: _some(job.pid), timeout=90)
-            assert procs, "workers and loaders never came up"
+        # computing has begun (the fork server's warm-up child, no worker, is long gone)
+        assert wait_for(lambda: workers_and_loaders(job.pid)[1], timeout=90), "no loader came up"
+        for _ in range(KILLS):
+            # wait until a worker is up, then kill it or a loader (a held worker restarts a dead
+            # loader only once released: with no loader left, a worker is the victim)
+            procs = wait_for(lambda: workers_and_loaders(job.pid)[0], timeout=90)
+            assert procs, "no worker came up"
             time.sleep(rng.uniform(0.1, 0.6))
-            procs = _some(job.pid) or procs
-            victim_kind = rng.choice(["worker", "loader", "loader"])
-            victim = rng.choice(procs[0] if victim_kind == "worker" else procs[1])
+            workers, loaders = workers_and_loaders(job.pid)
+            victim_kind = rng.choice(["worker", "loader", "loader"]) if loaders else "worker"
+            victim = rng.choice(workers if victim_kind == "worker" else loaders)
+            parent = victim if victim_kind == "worker" else _parent(victim)
             os.kill(victim, signal.SIGKILL)
-            kills.append((victim_kind, victim))
+            kills.append((victim_kind, victim, parent))
             assert job.poll() is None, "the job ended before all kills were made"
+        hold.unlink()
         _, stderr = job.communicate(timeout=180)
     finally:
         if job.poll() is None:
             job.kill()
     assert job.returncode == 0, stderr
-    assert len(kills) == 5
-    assert stderr.count("died") >= 5, stderr
+    assert len(kills) == KILLS
+    killed_workers = {pid for kind, pid, _ in kills if kind == "worker"}
+    for kind, pid, parent in kills:  # each death was seen, by the driver or by its worker
+        if kind == "worker":
+            assert f"(pid {pid}) died (killed by SIGKILL)" in stderr, stderr
+        elif parent not in killed_workers:
+            assert f"loader process {pid} died" in stderr, stderr
     assert_same(features(out), reference)
     assert not shm_segments_of(job.pid)
 
 
-def _some(driver: int) -> tuple[list[int], list[int]] | None:
-    workers, loaders = workers_and_loaders(driver)
-    return (workers, loaders) if workers and loaders else None
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rfind(")") + 2:].split()[1])
 
 
 def shm_segments_of(pid: int) -> set[str]:
@@ -91,12 +116,20 @@ def _markers(out: Path) -> dict[str, int]:
 
 
 def test_driver_sigkill_then_resume(images, reference, tmp_path):
-    out = tmp_path / "out"
-    job = start(str(images[0]), "-o", str(out), *JOB)
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    hold.touch()
+    # each worker commits its first two shards (13 batches each, one loader: in order) and then
+    # holds: the driver is killed with 4 of 20 shards committed, while both workers compute
+    job = start(str(images[0]), "-o", str(out), *JOB, extra_env={HOLD: str(hold), FREE: "26"})
     try:
-        assert wait_for(lambda: len(_markers(out)) >= 4, timeout=90), "no shard committed"
+        assert wait_for(lambda: len(held(str(hold))) == 2, timeout=90), "the workers never held"
+        assert len(_markers(out)) == 4 and job.poll() is None
         family = workers_and_loaders(job.pid)
         os.kill(job.pid, signal.SIGKILL)
+        # released at once: a worker inside a model call sees its driver gone only when the call
+        # returns (its fork server outlives the driver while any worker holds the server's alive
+        # pipe, which Python hands every forked child), as a worker between batches would
+        hold.unlink()
         job.communicate(timeout=30)
     finally:
         if job.poll() is None:

@@ -1,4 +1,9 @@
-"""Stops: Ctrl-C (SIGINT to the process group) and SIGTERM to the driver end the job cleanly."""
+"""Stops: Ctrl-C (SIGINT to the process group) and SIGTERM to the driver end the job cleanly.
+
+The job runs ``tinynet:gated``: its worker commits the first shard and then holds its next batch
+until the test releases it, so each signal lands while the job is certainly running, however busy
+the machine (see tinynet.py).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,32 @@ from faultkit import (
     workers_and_loaders,
 )
 from jobhelp import alive
+from tinynet import FREE, HOLD, held
 
 pytestmark = pytest.mark.slow
 
 N = 240
 JOB = ["--shard-size", "40", "--batch-size", "8", "--workers", "1", "--loaders", "1",
-       *TINY, "--model", "tinynet:slow"]
+       *TINY, "--model", "tinynet:gated"]
+# the worker runs the first shard's 5 batches (one loader delivers them in order), commits it,
+# then holds the first batch of the next shard
+FIRST_SHARD = {FREE: "5"}
+
+
+def start_held(images: Path, out: Path, hold: Path, *extra: str, **kw):
+    """Start the job with its worker held after the first shard; return once it holds."""
+    hold.touch()
+    job = start(str(images), "-o", str(out), *JOB, *extra,
+                extra_env={HOLD: str(hold), **FIRST_SHARD}, **kw)
+    try:
+        assert wait_for(lambda: held(str(hold)), timeout=120), "the worker never held a batch"
+        assert list((out / "shards").glob("*.json")), "held before the first shard committed"
+        assert job.poll() is None
+    except BaseException:
+        job.kill()
+        job.communicate()
+        raise
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -36,24 +61,27 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("how", ["sigint-group", "sigterm-driver"])
 def test_stop_leaves_nothing_behind_and_resumes(images, tmp_path, how):
-    out = tmp_path / "out"
-    job = start(str(images), "-o", str(out), *JOB, start_new_session=True)
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    job = start_held(images, out, hold, start_new_session=True)
     try:
-        assert wait_for(lambda: list((out / "shards").glob("*.json")), timeout=90)
         family = descendants(job.pid)
         if how == "sigint-group":
             os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         else:
             os.kill(job.pid, signal.SIGTERM)
-        _, stderr = job.communicate(timeout=30)
+        # the signal is pending in the driver once kill() returns: released now, the worker
+        # cannot finish the job before the driver stops it
+        hold.unlink()
+        _, stderr = job.communicate(timeout=60)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 130, stderr
     assert "stopped" in stderr
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
-    # the resource tracker may take a moment to see the driver's end; nothing may stay longer
-    left = wait_for(lambda: not [p for p in family if alive(p)], timeout=5)
+    # the resource tracker may take a moment to see the driver's end (a bound, not a pause: a
+    # busy machine may need more than a quiet one)
+    left = wait_for(lambda: not [p for p in family if alive(p)], timeout=30)
     assert left, [_cmd(p) for p in family if alive(p)]
     assert not {s for s in shm_segments() if s.startswith(f"gristmill-{job.pid}-")}
     assert not list((out / "shards").glob("*.tmp"))
@@ -73,12 +101,13 @@ def _cmd(pid: int) -> str:
 def test_stalled_worker_is_replaced(images, tmp_path):
     """A worker that stops making progress (here: SIGSTOP) is killed after --stall-timeout and
     its shards run elsewhere; every input still appears exactly once."""
-    out = tmp_path / "out"
-    job = start(str(images), "-o", str(out), *JOB, "--stall-timeout", "3")
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    job = start_held(images, out, hold, "--stall-timeout", "3")
     try:
-        assert wait_for(lambda: list((out / "shards").glob("*.json")), timeout=90)
         workers, _ = workers_and_loaders(job.pid)
+        assert workers == held(str(hold))
         os.kill(workers[0], signal.SIGSTOP)
+        hold.unlink()  # for its replacement
         _, stderr = job.communicate(timeout=120)
     finally:
         if job.poll() is None:

@@ -1,9 +1,26 @@
-"""A tiny deterministic torch model for fault tests: ``tinynet:make`` (fast on one CPU core)."""
+"""A tiny deterministic torch model for fault tests: ``tinynet:make`` (fast on one CPU core).
+
+``tinynet:gated`` lets a test hold a job at a point it chose instead of racing it: with
+``TINYNET_HOLD`` naming a file in the job's environment, each worker process runs its first
+``TINYNET_FREE`` batches (default 0) and then holds every batch while that file exists, after
+appending its pid to ``<hold>.held``. A test waits for that file (a worker is holding: the job
+cannot end), does what it must while the job is certainly running, then deletes the hold file.
+The driver (``describe``, calibration) never holds, and without ``TINYNET_HOLD`` the model is
+``slow``.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
+
 import torch
 from torch import nn
+
+HOLD = "TINYNET_HOLD"
+FREE = "TINYNET_FREE"
+HOLD_LIMIT = 300.0  # seconds: a hold file a failed test left behind never hangs a job for good
 
 
 def make() -> nn.Module:
@@ -22,8 +39,6 @@ class _Slow(nn.Module):
         self.net = make()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import time
-
         time.sleep(0.05)  # keeps a 2 000-image job alive long enough to kill its processes
         return self.net(x)
 
@@ -31,3 +46,43 @@ class _Slow(nn.Module):
 def slow() -> nn.Module:
     """``make`` plus 50 ms per batch: the same features, a job that lasts a few seconds more."""
     return _Slow()
+
+
+class _Gated(_Slow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hold = os.environ.get(HOLD)
+        # not while torch.fx traces the module (the driver and the workers both do), and never
+        # in the driver: only a worker process has a multiprocessing parent
+        if hold and not isinstance(x, torch.fx.Proxy) and multiprocessing.parent_process():
+            self.batches += 1
+            if self.batches > int(os.environ.get(FREE, "0")):
+                _hold_while(hold)
+        return super().forward(x)
+
+
+def _hold_while(hold: str) -> None:
+    if not os.path.exists(hold):
+        return
+    with open(f"{hold}.held", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + HOLD_LIMIT
+    while os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def gated() -> nn.Module:
+    """``slow`` that a test can hold (see the module docstring): the same features."""
+    return _Gated()
+
+
+def held(hold: str) -> list[int]:
+    """The pids of the worker processes that have held a batch under ``hold`` (test side)."""
+    try:
+        with open(f"{hold}.held") as f:
+            return [int(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
