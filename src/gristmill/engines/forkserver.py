@@ -49,6 +49,23 @@ def spawn_context() -> BaseContext:
     return GuardedSpawnContext()
 
 
+def release_server() -> None:
+    """In a child of the fork server: close the server's "alive" pipe end that Python hands
+    every child (so that it could start processes through the same server; workers start their
+    loaders by spawn). While a child holds it the server cannot see the driver die, so a worker
+    inside a long model call outlived a SIGKILLed driver, and with it the server: its
+    ``PR_SET_PDEATHSIG`` waits for the server's death."""
+    import contextlib
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # Python keeps the fd there; no public way to give it back
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
+
+
 def _noop() -> None:
     """The probe's body: its start is the point (the server answers once preloaded)."""
 

@@ -72,6 +72,7 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
     and PR_SET_PDEATHSIG kills the worker at once).
     """
     die_with_parent()
+    forkserver.release_server()
     logs.configure(log_setup or LogSetup())
     shm.quiet_tracker()
     runner = ShardRunner(spec, InputList.load(inputs_path), plan)
