@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
-from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs
+from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs, import_ref
 
 ModelKind = Literal["builtin", "factory", "callable", "hf", "torchscript", "exported", "onnx",
                     "caffe"]
@@ -74,10 +74,9 @@ def _is_plain_class(ref: str) -> bool:
     """``package.module:Class`` names a class that is not a ``torch.nn.Module`` (Ray Data's
     callable-class way); a function or a module class stays the torch factory path. An import
     failure is left to the torch backend, which reports it in one line."""
-    module_name, _, attr = ref.partition(":")
     try:
-        target = getattr(importlib.import_module(module_name), attr, None)
-    except Exception:
+        target = import_ref(ref)
+    except SpecError:
         return False
     if not isinstance(target, type):
         return False
