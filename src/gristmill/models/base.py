@@ -23,6 +23,13 @@ import numpy as np
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 
+# presets of the models that give none themselves; here, not in the torch backend, so the ONNX
+# backend that uses one never imports torch
+EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
+                                 std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
+IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
+                             std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
+
 
 @dataclass(frozen=True)
 class Capabilities:

@@ -35,16 +35,19 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import SpecError, first_line
-from ..spec import ModelSpec, Preprocess
+from ..spec import ModelSpec
 from . import kind_of, weightfile
-from .base import Capabilities, ModelCache, ModelInfo, import_ref
+from .base import (
+    EFFICIENTNET_PRESET,
+    IMAGENET_PRESET,
+    Capabilities,
+    ModelCache,
+    ModelInfo,
+    import_ref,
+)
 from .fold import for_inference
 
 EAGER = ("builtin", "factory")  # kinds built as nn.Modules: shared weights, the inference graph
-EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
-                                 std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
-IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
-                             std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
 
 
 EAGER_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
