@@ -4,7 +4,9 @@ Workloads: (a) decode-bound, 1920x1080 JPEGs through the bundled EfficientNet-Li
 model-bound, 500x375 JPEGs through a ResNet-50 shape (``benchmarks.models:resnet50``); (c) Caffe
 open_nsfw, run by ``benchmarks/caffe_nsfw.py`` when present: it must offer
 ``run(size: str, workdir: pathlib.Path) -> list[dict]`` returning rows with the keys of ``Row``.
-Then memory (total PSS of 4 CPU workers vs 1) and scale (plan and resume over a list of 1 M inputs).
+Then memory (total PSS of 4 CPU workers vs 1), scale (plan and resume over a list of 1 M inputs),
+the training loader, the Ray engine and start-up (``benchmarks/startup.py``: a whole small
+``gristmill run`` against a bare ``import torch``).
 Files are made once under ``.bench/`` (git-ignored); the report goes to ``.bench/results.md``.
 """
 
@@ -119,7 +121,10 @@ def workload(name: str, paths: list[str], ref: str, preset: str, size: dict) -> 
 
     model = child("limit_model", ref=ref, batch=32 if size["batches"] > 1 else 8,
                   batches=size["batches"])
-    add("limit: model only", model, f"{cores} threads, preloaded batches")
+    add("limit: model only", model,
+        f"{cores} threads, preloaded batches; fastest of the module as written "
+        f"{model['module_rate']:.1f} img/s and the workers' inference graph "
+        f"{model['graph_rate']:.1f} img/s")
     decode = child("limit_decode", paths=paths, preset=preset)
     add("limit: decode only", decode, f"{cores} processes")
     m, d = model["images"] / model["seconds"], decode["images"] / decode["seconds"]
@@ -223,7 +228,7 @@ def report(rows: list[Row], size: str, seconds: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--only", default="a,b,c,memory,scale,loader,ray",
+    parser.add_argument("--only", default="a,b,c,memory,scale,loader,ray,startup",
                         help="comma-separated parts to run (default: all)")
     args = parser.parse_args()
     size, parts = SIZES[args.size], set(args.only.split(","))
@@ -264,6 +269,15 @@ def main() -> int:
         extra.append(f"- Ray engine, 2 nodes vs local engine on this machine, {r['items']} "
                      f"photos: {r['ray']:.1f} vs {r['local']:.1f} img/s, ray/local "
                      f"{r['ratio']:.2f} (target: overhead ≤ 15%, i.e. ≥ 0.85)")
+    if "startup" in parts:
+        print("startup: gristmill run on 32 photos vs a bare import torch", flush=True)
+        from . import startup
+
+        r = startup.main(startup.SIZES[args.size])
+        extra.append(f"- start-up, `gristmill run` on {r['photos']} photos vs `python -c "
+                     f"\"import torch\"` (whole commands, alternating, medians of {r['runs']}): "
+                     f"{r['run']:.2f} vs {r['torch']:.2f} s, {r['ratio']:.2f}× (worst pair "
+                     f"{r['worst_pair']:.2f}×; CPU seconds {r['cpu_ratio']:.2f}×; target ≤ 1.6×)")
     text = report(rows, args.size, time.perf_counter() - start)
     if extra:
         text += "\n" + "\n".join(extra) + "\n"

@@ -22,7 +22,8 @@ def test_small_benchmarks_run_and_print_ratios() -> None:
     assert "gristmill ÷ case" in done.stdout
     for case in ("limit: combined bound", "seed naive", "seed tuned", "DataLoader", "gristmill",
                  "scale, plan", "(c) caffe open_nsfw", "OpenCV DNN",
-                 "training loader vs DataLoader", "Ray engine, 2 nodes"):
+                 "training loader vs DataLoader", "Ray engine, 2 nodes",
+                 "start-up, `gristmill run`"):
         assert case in done.stdout, case
     assert "×" in done.stdout
     assert (ROOT / ".bench" / "results.md").exists()

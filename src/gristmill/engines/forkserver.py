@@ -22,6 +22,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
 from ..loader.launch import GuardedSpawnContext
@@ -32,12 +33,18 @@ PRELOAD = "gristmill.engines.preload"
 GUARD = "gristmill.engines.server_children"  # its children die with the server (see there)
 
 
-def context() -> BaseContext:
-    """The context local workers start from (a fork server when the platform has one)."""
+def context(modules: Sequence[str] = ()) -> BaseContext:
+    """The context local workers start from (a fork server when the platform has one).
+
+    ``modules``: the job's model backend and its framework (``models.worker_modules``), imported
+    by the server before ``PRELOAD``, whose ``gc.freeze()`` must come last.
+    """
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([GUARD, PRELOAD])  # takes effect when the server starts
+    # takes effect when the server starts; a server already running keeps its modules, and a
+    # worker then imports what it lacks itself
+    ctx.set_forkserver_preload([GUARD, *modules, PRELOAD])
     return ctx
 
 
@@ -73,15 +80,15 @@ def _noop() -> None:
 class Warmup:
     """Start the server in the background; ``settle()`` returns once its imports are done."""
 
-    def __init__(self) -> None:
+    def __init__(self, modules: Sequence[str] = ()) -> None:
+        self.modules = tuple(modules)
         self.thread = threading.Thread(target=self._start, name="gristmill-forkserver",
                                        daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def _start() -> None:
-        process = context().Process(target=_noop, name="gristmill-forkserver-probe",
-                                    daemon=True)  # an exiting driver does not wait for it
+    def _start(self) -> None:
+        process = context(self.modules).Process(target=_noop, name="gristmill-forkserver-probe",
+                                                daemon=True)  # an exiting driver does not wait
         try:
             process.start()  # answered only once the server has imported the preload module
             process.join()
@@ -92,6 +99,7 @@ class Warmup:
         self.thread.join()
 
 
-def warm() -> Warmup:
-    """Start the fork server now, overlapping its imports with the caller's work."""
-    return Warmup()
+def warm(modules: Sequence[str] = ()) -> Warmup:
+    """Start the fork server now, overlapping its imports with the caller's work; ``modules`` as
+    for ``context``."""
+    return Warmup(modules)

@@ -3,7 +3,7 @@
 Process tree::
 
     driver (this process)         plans, supervises (supervisor.py), builds features.h5
-    ├── fork server               torch and the worker code imported once (see forkserver.py)
+    ├── fork server               the model's framework and the worker code imported once
     │   ├── worker 0              ShardRunner: model loaded once, slot ring, commits shards
     │   │   ├── loader 0.0 ...    decode into the worker's slots
     │   └── worker 1 ...
@@ -46,6 +46,7 @@ from ..loader import shm
 from ..loader.launch import die_with_parent
 from ..loader.ring import PREFIX, new_name, unlink
 from ..logs import LogSetup
+from ..models import worker_modules
 from ..plan import Shard
 from ..prepared import WorkerPlan
 from ..sources import InputList
@@ -216,7 +217,7 @@ class LocalLauncher:
     def __init__(self, spec: JobSpec, inputs_path: str, plans: list[WorkerPlan]) -> None:
         self.spec, self.inputs_path, self.plans = spec, inputs_path, plans
         self.count = len(plans)
-        self.ctx = forkserver.context()
+        self.ctx = forkserver.context(worker_modules(spec.model.ref))
         self.failures = 0
         self.log_setup = logs.current()
         shm.quiet_tracker()
@@ -299,7 +300,7 @@ class LocalBackend:
 
     def __init__(self, spec: JobSpec) -> None:
         shm.quiet_tracker()
-        self.warmup = forkserver.warm()
+        self.warmup = forkserver.warm(worker_modules(spec.model.ref))
 
     def devices(self) -> list[str] | None:
         return None

@@ -1,19 +1,18 @@
 """Imported once, in the local engine's fork server (see ``forkserver``), never by the driver.
 
-Everything a worker imports before its first batch, so every worker forked from the server shares
-these pages. Then ``gc.freeze()``: a worker's garbage collector would otherwise write to the header
-of every inherited object on its first full collection, copying those pages into each worker
-(measured: 40 MB per worker).
+The worker code every job runs, imported last in the server: the job's model backend and its
+framework come before it (``models.worker_modules``: torch and the torch backend for most jobs;
+Caffe's protobuf reader, onnxruntime or ``transformers``' backend only for a job of that kind), so
+every worker forked from the server shares all these pages. Then ``gc.freeze()``: a worker's
+garbage collector would otherwise write to the header of every inherited object on its first full
+collection, copying those pages into each worker (measured: 40 MB per worker).
 """
 
 import gc
 
 import numpy  # noqa: F401
-import torch  # noqa: F401
 
-import gristmill.caffe.net
 import gristmill.engines.runner
-import gristmill.models.torch
 import gristmill.tuning  # noqa: F401
 from gristmill.loader.shm import quiet_tracker
 

@@ -22,6 +22,7 @@ soon as a message is ready (or after ``timeout``), with ``Progress`` counts merg
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -140,7 +141,10 @@ class RunnerActor:
     """
 
     def __init__(self) -> None:
-        import gristmill.engines.preload  # noqa: F401
+        # the job's model is not known yet: torch and its backend, which most jobs run; the
+        # preload module last, since it freezes what is imported by then
+        for name in ("gristmill.models.torch", "gristmill.engines.preload"):
+            importlib.import_module(name)
 
         self.plan: WorkerPlan | None = None
         self.runner: ShardRunner | None = None

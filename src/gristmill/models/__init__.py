@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
-from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs
+from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs, import_ref
 
 ModelKind = Literal["builtin", "factory", "callable", "hf", "torchscript", "exported", "onnx",
                     "caffe"]
@@ -42,6 +42,36 @@ _SUFFIXES: dict[str, ModelKind] = {
     ".pt2": "exported",
     ".prototxt": "caffe",
 }
+
+
+# What a worker imports before its first batch, per kind, for the local engine's fork server to
+# import once for every worker (``engines/preload.py``): a framework only for its own jobs.
+_WORKER_MODULES: dict[ModelKind, tuple[str, ...]] = {
+    "builtin": ("torch", "gristmill.models.torch"),
+    "factory": ("torch", "gristmill.models.torch"),
+    "torchscript": ("torch", "gristmill.models.torch"),
+    "exported": ("torch", "gristmill.models.torch"),
+    "callable": ("gristmill.models.classes",),
+    "hf": ("torch", "gristmill.models.hf"),
+    "onnx": ("onnxruntime", "gristmill.models.onnx"),
+    "caffe": ("torch", "gristmill.caffe.net", "gristmill.models.caffe"),
+}
+
+
+def worker_modules(ref: str) -> tuple[str, ...]:
+    """The modules a worker running ``ref`` imports before its first batch (see above).
+
+    Read from the reference's form alone: the driver asks before the model is checked, and
+    importing ``package.module`` here to tell a factory from a plain class would hold up the fork
+    server behind the user's own imports; such a reference gets the torch backend, which a factory
+    needs (a plain class then only has torch preloaded for nothing).
+    """
+    if ref in BUILTIN:
+        return _WORKER_MODULES["builtin"]
+    if ref.startswith(HF_PREFIX):
+        return _WORKER_MODULES["hf"]
+    kind = _SUFFIXES.get(os.path.splitext(ref)[1].lower(), "factory")
+    return _WORKER_MODULES[kind]
 
 
 def kind_of(ref: str) -> ModelKind:
@@ -74,10 +104,9 @@ def _is_plain_class(ref: str) -> bool:
     """``package.module:Class`` names a class that is not a ``torch.nn.Module`` (Ray Data's
     callable-class way); a function or a module class stays the torch factory path. An import
     failure is left to the torch backend, which reports it in one line."""
-    module_name, _, attr = ref.partition(":")
     try:
-        target = getattr(importlib.import_module(module_name), attr, None)
-    except Exception:
+        target = import_ref(ref)
+    except SpecError:
         return False
     if not isinstance(target, type):
         return False
@@ -161,4 +190,4 @@ def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
 
 
 __all__ = ["Capabilities", "Model", "ModelCache", "ModelInfo", "capabilities", "check_outputs",
-           "create", "describe", "kind_of", "share_weights", "text_encoding"]
+           "create", "describe", "kind_of", "share_weights", "text_encoding", "worker_modules"]

@@ -13,13 +13,22 @@ touches `models/` alone).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
+
+# presets of the models that give none themselves; here, not in the torch backend, so the ONNX
+# backend that uses one never imports torch
+EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
+                                 std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
+IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
+                             std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
 
 
 @dataclass(frozen=True)
@@ -118,10 +127,19 @@ class Backend(Protocol):
     ) -> Model: ...
 
 
+def import_ref(ref: str) -> Any:
+    """What ``package.module:attr`` names (None when the module has no ``attr``); a one-line
+    SpecError when the module cannot be imported. Callers check what kind of object they got."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is the user's model reference
+        raise SpecError(f"model {ref}: cannot import {module_name}: {exc}") from None
+    return getattr(module, attr, None)
+
+
 def check_outputs(requested: tuple[str, ...], info: ModelInfo, ref: str) -> tuple[str, ...]:
     """The outputs to store: the requested ones if they all exist, else a one-line SpecError."""
-    from ..errors import SpecError
-
     if not requested:
         return info.default_outputs
     unknown = [name for name in requested if name not in info.outputs]

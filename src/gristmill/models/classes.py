@@ -21,7 +21,6 @@ for calibration, so the class is built once in the driver).
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from ..errors import SpecError, first_line
 from ..spec import ModelSpec, Preprocess
-from .base import Capabilities, ModelCache, ModelInfo
+from .base import Capabilities, ModelCache, ModelInfo, import_ref
 
 DEFAULT_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(0.0, 0.0, 0.0),
                             std=(1.0, 1.0, 1.0), channel_order="RGB", layout="NHWC")
@@ -42,14 +41,9 @@ def capabilities(spec: ModelSpec) -> Capabilities:
 
 def load_class(ref: str) -> type:
     """The class ``package.module:Class`` names; a one-line SpecError if it cannot be imported."""
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import failure is the user's model reference
-        raise SpecError(f"model {ref}: cannot import {module_name}: {exc}") from None
-    cls = getattr(module, attr, None)
+    cls = import_ref(ref)
     if not isinstance(cls, type) or not any("__call__" in vars(k) for k in cls.__mro__):
-        raise SpecError(f"model {ref}: {module_name}.{attr} is not a callable class")
+        raise SpecError(f"model {ref}: {ref.replace(':', '.', 1)} is not a callable class")
     return cls
 
 

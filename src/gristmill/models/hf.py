@@ -34,7 +34,7 @@ from ..loader.text import TextEncoding
 from ..spec import ModelSpec, Preprocess
 from .base import Capabilities, ModelCache, ModelInfo
 from .hf_snapshot import load_model, preset, read_json, snapshot, weight_files
-from .torch import TorchModel, flatten_outputs
+from .torch import TorchModel, flatten_outputs, probe_outputs
 
 CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}), pinned_input=True,
                             driver_model=True, normalize=True)
@@ -217,13 +217,7 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None,
     pre = preset(folder, spec.ref)
     weight_files(folder, spec.ref)  # a pickle-only snapshot fails before transformers loads
     tower = _tower(spec, cache)
-    h, w = pre.size
-    try:
-        with torch.inference_mode():
-            top = list(flatten_outputs(tower(torch.zeros(1, 3, h, w))))
-    except Exception as exc:
-        first = first_line(exc)
-        raise SpecError(f"model {spec.ref} fails on a {h}x{w} image: {first}") from None
+    top = probe_outputs(tower, spec.ref, pre.size)
     summaries = [n for n in top if n != "last_hidden_state"]
     defaults = next(([n] for n in ("image_embeds", "logits", "pooled") if n in top), summaries[:1])
     names = [n for n, _ in tower.named_modules() if n]

@@ -15,8 +15,7 @@ import numpy as np
 
 from ..errors import SpecError, first_line
 from ..spec import ModelSpec
-from .base import FULL_PRECISION, Capabilities, ModelCache, ModelInfo
-from .torch import IMAGENET_PRESET
+from .base import FULL_PRECISION, IMAGENET_PRESET, Capabilities, ModelCache, ModelInfo
 
 
 def _session(path: str, threads: int, device: str) -> Any:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -36,16 +35,19 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import SpecError, first_line
-from ..spec import ModelSpec, Preprocess
+from ..spec import ModelSpec
 from . import kind_of, weightfile
-from .base import Capabilities, ModelCache, ModelInfo
+from .base import (
+    EFFICIENTNET_PRESET,
+    IMAGENET_PRESET,
+    Capabilities,
+    ModelCache,
+    ModelInfo,
+    import_ref,
+)
 from .fold import for_inference
 
 EAGER = ("builtin", "factory")  # kinds built as nn.Modules: shared weights, the inference graph
-EFFICIENTNET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(127.5, 127.5, 127.5),
-                                 std=(127.5, 127.5, 127.5), channel_order="RGB", layout="NCHW")
-IMAGENET_PRESET = Preprocess(resize=256, crop=(224, 224), mean=(123.675, 116.28, 103.53),
-                             std=(58.395, 57.12, 57.375), channel_order="RGB", layout="NCHW")
 
 
 EAGER_CAPABILITIES = Capabilities(precisions=frozenset({"fp32", "fp16", "bf16"}),
@@ -61,13 +63,9 @@ def capabilities(spec: ModelSpec) -> Capabilities:
 
 
 def _load_factory(ref: str) -> Callable[[], nn.Module]:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import failure is the user's model reference
-        raise SpecError(f"model {ref}: cannot import {module_name}: {exc}") from None
-    factory = getattr(module, attr, None)
+    factory = import_ref(ref)
     if not callable(factory):
+        module_name, _, attr = ref.partition(":")
         raise SpecError(f"model {ref}: {module_name} has no callable {attr!r}")
     return factory
 
@@ -220,16 +218,23 @@ def _submodule_names(module: nn.Module) -> list[str]:
     return [name for name, _ in module.named_modules() if name]
 
 
+def probe_outputs(module: Callable[[torch.Tensor], Any], ref: str,
+                  size: tuple[int, int]) -> list[str]:
+    """The names of what ``module`` returns for one zero image of ``size`` (height, width), so a
+    model that cannot run, or a wrong output name, fails in the driver before any worker starts;
+    a one-line SpecError when the module fails on it."""
+    h, w = size
+    try:
+        with torch.inference_mode():
+            return list(flatten_outputs(module(torch.zeros(1, 3, h, w))))
+    except Exception as exc:
+        raise SpecError(f"model {ref} fails on a {h}x{w} image: {first_line(exc)}") from None
+
+
 def describe(spec: ModelSpec, cache: ModelCache | None = None) -> ModelInfo:
     module = _module(spec, cache)
     preset = EFFICIENTNET_PRESET if kind_of(spec.ref) == "builtin" else IMAGENET_PRESET
-    h, w = preset.size
-    try:
-        with torch.inference_mode():
-            top = list(flatten_outputs(module(torch.zeros(1, 3, h, w))))
-    except Exception as exc:
-        first = first_line(exc)
-        raise SpecError(f"model {spec.ref} fails on a {h}x{w} image: {first}") from None
+    top = probe_outputs(module, spec.ref, preset.size)
     return ModelInfo(outputs=(*top, *_submodule_names(module)),
                      default_outputs=tuple(top), preset=preset)
 
