@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .data import make_jpegs, make_list
 
@@ -169,40 +170,60 @@ def memory(paths: list[str]) -> list[Row]:
 
 
 def scale(count: int) -> list[Row]:
-    """Plan a job over ``count`` listed inputs, then resume it with every other shard committed."""
+    """Plan a job over ``count`` listed inputs, then resume it with every other shard committed;
+    resume one with ``count // 10`` shards all committed (shards of 10); list ``10 × count``
+    loose names from one list file."""
     list_file = WORK / f"list-{count}.txt"
     if not list_file.exists():
         make_list(list_file, count)
     out = WORK / "out-scale"
     first = child("plan_scale", list_file=str(list_file), out=str(out), resume=False)
-    _fake_commits(out, first["shards"])
+    _fake_commits(out, every=2)
     again = child("plan_scale", list_file=str(list_file), out=str(out), resume=True)
+    many = WORK / "out-scale-markers"
+    child("plan_scale", list_file=str(list_file), out=str(many), resume=False, shard_size=10)
+    _fake_commits(many, every=1)
+    markers = child("plan_scale", list_file=str(list_file), out=str(many), resume=True,
+                    shard_size=10)
+    big = WORK / f"list-{10 * count}.txt"
+    if not big.exists():
+        make_list(big, 10 * count)
+    listed = child("list_scale", list_file=str(big))
     rows = []
-    for case, r in (("plan", first), ("resume", again)):
+    for case, r in (("plan", first), ("resume", again), ("resume, shards of 10,", markers)):
         rows.append(Row("scale", f"{case} {count:,} inputs", int(r["images"]), float(r["seconds"]),
                         f"max RSS {r['max_rss_mb']:.0f} MB, {r['shards']} shards, "
                         f"{r['done']} done"))
-        print(f"  scale {case}: {r['seconds']:.2f} s, max RSS {r['max_rss_mb']:.0f} MB", flush=True)
+        print(f"  scale {case}: {r['seconds']:.2f} s, max RSS {r['max_rss_mb']:.0f} MB, "
+              f"{r['done']} of {r['shards']} shards committed", flush=True)
+    rows.append(Row("scale", f"list {10 * count:,} loose names", int(listed["images"]),
+                    float(listed["seconds"]), f"max RSS {listed['max_rss_mb']:.0f} MB"))
+    print(f"  scale list {10 * count:,} names: {listed['seconds']:.2f} s, max RSS "
+          f"{listed['max_rss_mb']:.0f} MB", flush=True)
     return rows
 
 
-def _fake_commits(out: Path, shards: int) -> None:
-    """Every other shard committed through the ledger's own commit path (empty shards: a
-    marker with no rows and no files)."""
+def _fake_commits(out: Path, every: int) -> None:
+    """Every ``every``-th shard committed through the ledger's own commit path (empty shards: a
+    marker with no rows and no files), eight at a time as several workers would."""
+    from concurrent.futures import ThreadPoolExecutor
+
     sys.path.insert(0, str(ROOT / "src"))
     from gristmill import ledger, outdir
-    from gristmill.job import resolve
     from gristmill.marker import Marker
     from gristmill.store import Store
 
     state = outdir.reopen(str(out))
-    spec, _ = resolve(state.spec)
-    inputs = state.inputs
-    for shard in state.shards[::2]:
-        ledger.commit_parts(Store(str(out)), {}, Marker(
+    spec, inputs, store = state.spec, state.inputs, Store(str(out))
+
+    def commit(shard: Any) -> bool:
+        return ledger.commit_parts(store, {}, Marker(
             shard.id, shard.start, shard.stop, ok=0, errors=0,
             inputs=inputs.digest(shard.start, shard.stop), spec=spec.identity_hash(),
             format=spec.format, error_rows=()))
+
+    with ThreadPoolExecutor(8) as pool:  # each commit waits on its fsync
+        assert all(pool.map(commit, state.shards[::every]))
 
 
 def caffe(size: str) -> list[Row]:

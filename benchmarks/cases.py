@@ -233,21 +233,30 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
             "prepare_seconds": seen[0][0] - start if seen else 0.0}
 
 
-def plan_scale(list_file: str, out: str, resume: bool) -> dict[str, Any]:
+def plan_scale(list_file: str, out: str, resume: bool, shard_size: int = 1024) -> dict[str, Any]:
     """Prepare (list, plan, ledger) a job over a list file; with ``resume`` OUT already has it."""
     from gristmill.job import prepare
     from gristmill.spec import JobSpec
 
     spec = JobSpec(sources=(list_file,), out=out, device="cpu", workers=1, threads=1, loaders=1,
-                   overwrite=not resume)
+                   overwrite=not resume, shard_size=shard_size)
     start = time.perf_counter()
     job = prepare(spec)
     return {"images": len(job.inputs), "seconds": time.perf_counter() - start,
             "shards": len(job.shards), "done": len(job.state.done)}
 
 
+def list_scale(list_file: str) -> dict[str, Any]:
+    """List the loose files a list file names (what a new job's driver does first)."""
+    from gristmill.sources import list_inputs
+
+    start = time.perf_counter()
+    inputs = list_inputs([list_file])
+    return {"images": len(inputs), "seconds": time.perf_counter() - start}
+
+
 CASES = {f.__name__: f for f in (limit_model, limit_decode, seed_naive, seed_tuned, dataloader,
-                                 gristmill_run, plan_scale)}
+                                 gristmill_run, plan_scale, list_scale)}
 
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
