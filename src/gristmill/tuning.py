@@ -139,10 +139,12 @@ def release_memory() -> None:
 
 
 def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
-                   seconds: float = 0.5, *, options: dict[str, Any] | None = None) -> float | None:
+                   seconds: float = 0.5, *, options: dict[str, Any] | None = None,
+                   write: Any = None, shape: tuple[int, ...] = ()) -> float | None:
     """Images/s of one core reading, decoding and preprocessing ``refs`` (None if all fail).
 
-    ``refs`` are ``sources.ItemRef``s (or plain file paths).
+    ``refs`` are ``sources.ItemRef``s (or plain file paths). ``write(data, row)`` (a row of
+    ``shape``) replaces the decode into ``preprocess``'s row (several models' segments).
     """
     import numpy as np
 
@@ -152,7 +154,11 @@ def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
     from .transforms import decode_into
 
     reader = BatchReader(options or {})
-    row = np.empty(preprocess.item_shape(), np.float32)
+    row = np.empty(shape or preprocess.item_shape(), np.float32)
+    if write is None:
+        def write(data: bytes, out: np.ndarray) -> None:
+            decode_into(data, out, preprocess, max_pixels)
+
     done, spent = 0, 0.0
     for ref in refs:
         start = time.perf_counter()
@@ -160,7 +166,7 @@ def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
             item = reader.open([ref if isinstance(ref, ItemRef) else ItemRef(Kind.FILE, ref)])[0]
             if isinstance(item, ItemError):
                 continue
-            decode_into(item.data, row, preprocess, max_pixels)
+            write(item.data, row)
         except ItemError:
             continue
         spent += time.perf_counter() - start

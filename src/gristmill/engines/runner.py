@@ -74,12 +74,20 @@ class ShardRunner:
         from ..models import capabilities, create
         from ..tuning import tune_allocator
 
-        caps = capabilities(self.spec.model)
-        self.model = create(self.spec.model, outputs=self.spec.outputs,
-                            device=self.plan.device, threads=self.plan.threads,
-                            precision=self.spec.precision,
-                            shared_weights=self.plan.shared_weights,
-                            preprocess=self.spec.preprocess, modality=self.spec.modality)
+        if self.spec.models:  # several named models, one decode (models/multi.py)
+            from ..models.multi import MultiModel
+
+            self.model = MultiModel(self.spec, device=self.plan.device,
+                                    threads=self.plan.threads,
+                                    shared_weights=self.plan.shared_weights)
+            caps = self.model.capabilities
+        else:
+            caps = capabilities(self.spec.model)
+            self.model = create(self.spec.model, outputs=self.spec.outputs,
+                                device=self.plan.device, threads=self.plan.threads,
+                                precision=self.spec.precision,
+                                shared_weights=self.plan.shared_weights,
+                                preprocess=self.spec.preprocess, modality=self.spec.modality)
         self.names = caps.names
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
@@ -100,6 +108,12 @@ class ShardRunner:
 
     def _fill(self) -> tuple[Any, tuple[int, ...], str]:
         """What the loaders fill slots with: (fill, item shape, dtype) for the job's modality."""
+        if self.spec.models:
+            from ..loader.multi import MultiFill, row_length
+
+            return (MultiFill(self.model.segments, self.spec.max_image_pixels,
+                              self.inputs.reader_options), (row_length(self.model.segments),),
+                    "float32")
         if self.spec.modality == "text":
             from ..loader.text import TextFill
             from ..models import text_encoding

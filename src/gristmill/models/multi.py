@@ -1,0 +1,289 @@
+"""Several named models in one pass: resolving them in the driver, running them in a worker.
+
+``resolve(spec, cache)`` (driver) describes every model of ``JobSpec.models``, gives each image
+model its preprocessing (its own overrides over the job's over its preset, so each keeps its
+preset), checks and completes ``NAME/OUTPUT`` outputs, and checks every head's input: the output
+must exist, and its row shape (found by running the input model on a zero image) is what the head
+is described with.
+
+``MultiModel`` (worker) is the ``Model`` of such a job: its batches are slot rows holding one
+segment per distinct preprocessing (``loader.multi``), and ``predict`` runs the image models on
+their segments, then the heads on the rows they read, in dependency order, and returns the stored
+outputs as ``NAME/OUTPUT``. Each model runs at the job's precision where its backend can (fp32
+otherwise), with the worker's threads (they run one after another), and maps the weights the
+driver saved for it (``share_weights``: one file per model, listed in one JSON file, so the
+worker plan keeps one path). ``seconds`` holds each model's time, for the calibration's split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import named
+from ..errors import SpecError
+from ..loader.multi import Segment, layout
+from ..spec import JobSpec, ModelSpec, Preprocess
+from . import capabilities, check_outputs, create, describe, heads, kind_of, share_weights
+from .base import Capabilities, ModelCache, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model of the pass: what it reads (a segment, or ``input``) and what it must give."""
+
+    spec: ModelSpec
+    needed: tuple[str, ...]  # its outputs stored or read by a head
+    caps: Capabilities
+
+
+def _absolute(model: ModelSpec) -> ModelSpec:
+    for name in ("weights", "mean_file"):
+        value = getattr(model, name)
+        if value:
+            model = dataclasses.replace(model, **{name: os.path.abspath(value)})
+    if kind_of(model.ref) != "builtin" and os.path.exists(model.ref):
+        model = dataclasses.replace(model, ref=os.path.abspath(model.ref))
+    return model
+
+
+def resolve(spec: JobSpec, cache: ModelCache | None = None) -> JobSpec:
+    """The spec with each model resolved (preprocessing, paths) and the outputs completed."""
+    wanted: dict[str, list[str]] = {m.name: [] for m in spec.models}
+    for output in spec.outputs:
+        name, rest = named.split_output(output)
+        wanted[name].append(rest)
+    read = {m.input for m in spec.models if m.input}
+    resolved: dict[str, ModelSpec] = {}
+    outputs: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}  # NAME/OUTPUT -> row shape, for the heads
+    for model in named.order(spec.models):
+        model = _absolute(model)
+        caps = _capabilities(model)
+        if model.normalize and not caps.normalize:  # --normalize for all: where it means one
+            model = dataclasses.replace(model, normalize=False)
+        if model.input:
+            every, defaults = heads.describe(model, shapes[model.input], cache)
+        else:
+            info = describe(model, cache)
+            every, defaults = info.outputs, info.default_outputs
+            pre = (model.preprocess or Preprocess()).over(spec.preprocess.over(info.preset))
+            model = dataclasses.replace(model, preprocess=pre.complete())
+        mine = tuple(wanted[model.name]) or defaults
+        check = ModelInfo(outputs=every, default_outputs=defaults, preset=Preprocess())
+        mine = check_outputs(mine, check, f"{model.name} ({model.ref})")
+        fed = [i for i in read if named.split_output(i)[0] == model.name]
+        if spec.outputs and not wanted[model.name] and not fed:
+            raise SpecError(f"model {model.name}: --outputs stores none of its outputs and no "
+                            f"head reads it (add {model.name}/OUTPUT)")
+        for source in fed:
+            if named.split_output(source)[1] not in every:
+                reader = next(m.name for m in spec.models if m.input == source)
+                raise SpecError(f"model {reader} reads {source}: model {model.name} has no "
+                                f"output {named.split_output(source)[1]!r}")
+        if not spec.outputs:
+            outputs += [f"{model.name}/{o}" for o in mine]
+        resolved[model.name] = model
+        if fed:
+            shapes |= _row_shapes(model, _needed(model.name, mine, read), shapes, cache)
+    models = tuple(resolved[m.name] for m in spec.models)
+    return dataclasses.replace(spec, models=models,
+                               outputs=tuple(spec.outputs) or tuple(outputs))
+
+
+def _capabilities(model: ModelSpec) -> Capabilities:
+    return heads.capabilities(model) if model.input else capabilities(model)
+
+
+def _needed(name: str, stored: Sequence[str], read: set[str]) -> tuple[str, ...]:
+    fed = [named.split_output(i)[1] for i in sorted(read) if named.split_output(i)[0] == name]
+    return tuple(dict.fromkeys([*stored, *fed]))
+
+
+def _row_shapes(model: ModelSpec, outputs: tuple[str, ...], shapes: dict[str, tuple[int, ...]],
+                cache: ModelCache | None) -> dict[str, tuple[int, ...]]:
+    """The row shape of each of ``outputs``, from one zero input through the model (driver)."""
+    if model.input:
+        runner = heads.create(model, outputs=outputs, device="cpu", threads=0, cache=cache)
+        x = np.zeros((1, *shapes[model.input]), np.float32)
+    else:
+        assert model.preprocess is not None
+        runner = create(model, outputs=outputs, device="cpu", threads=0, cache=cache,
+                        preprocess=model.preprocess)
+        x = np.zeros((1, *model.preprocess.item_shape()), np.float32)
+    try:
+        runner.setup()
+        found = runner.predict(x, **({"names": ["probe"]} if _capabilities(model).names else {}))
+    except SpecError:
+        raise
+    except Exception as exc:
+        from ..errors import first_line
+
+        raise SpecError(f"model {model.name} ({model.ref}) fails on a zero input: "
+                        f"{first_line(exc)}") from None
+    finally:
+        runner.teardown()
+    return {f"{model.name}/{k}": tuple(np.asarray(v).shape[1:]) for k, v in found.items()}
+
+
+def steps(spec: JobSpec) -> list[Step]:
+    """The resolved spec's models in run order, each with the outputs it must give."""
+    read = {m.input for m in spec.models if m.input}
+    stored: dict[str, list[str]] = {m.name: [] for m in spec.models}
+    for output in spec.outputs:
+        name, rest = named.split_output(output)
+        stored[name].append(rest)
+    return [Step(m, _needed(m.name, stored[m.name], read), _capabilities(m))
+            for m in named.order(spec.models)]
+
+
+def segments(spec: JobSpec) -> tuple[Segment, ...]:
+    """The row layout of a resolved spec: one segment per distinct preprocessing."""
+    return layout(m.preprocess for m in named.order(spec.models)
+                  if not m.input and m.preprocess is not None)
+
+
+def share_all(spec: JobSpec, folder: str, cache: ModelCache | None = None) -> str | None:
+    """Driver: each model's weights saved for CPU workers to map, listed in one JSON file (its
+    path is the workers' ``shared_weights``); None when no model can share."""
+    saved = {}
+    for step in steps(spec):
+        if step.spec.input or not step.caps.shared_weights:
+            continue
+        path = share_weights(step.spec, os.path.join(folder, step.spec.name), cache, step.needed)
+        if path:
+            saved[step.spec.name] = path
+    if not saved:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"models-{spec.identity_hash()}.json")
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(saved, f)
+    os.replace(f"{path}.tmp", path)
+    return path
+
+
+class MultiModel:
+    """Every model of the job in one worker (see the module docstring)."""
+
+    def __init__(self, spec: JobSpec, *, device: str, threads: int,
+                 shared_weights: str | None = None, cache: ModelCache | None = None) -> None:
+        self.spec, self.device, self.threads, self.cache = spec, device, threads, cache
+        self.steps = steps(spec)
+        self.segments = segments(spec)
+        self.outputs = spec.outputs
+        self.shared = _read_shared(shared_weights)
+        self.models: list[Any] = []
+        self.seconds = {s.spec.name: 0.0 for s in self.steps}
+        self.capabilities = Capabilities(
+            names=any(s.caps.names for s in self.steps),
+            pinned_input=any(s.caps.pinned_input for s in self.steps))
+
+    def _precision(self, step: Step) -> str:
+        return self.spec.precision if self.spec.precision in step.caps.precisions else "fp32"
+
+    def setup(self) -> None:
+        for step in self.steps:
+            m = step.spec
+            if m.input:
+                model = heads.create(m, outputs=step.needed, device=self.device,
+                                     threads=self.threads, precision=self._precision(step),
+                                     cache=self.cache)
+            else:
+                model = create(m, outputs=step.needed, device=self.device, threads=self.threads,
+                               precision=self._precision(step),
+                               shared_weights=self.shared.get(m.name), cache=self.cache,
+                               preprocess=m.preprocess)
+            model.setup()
+            self.models.append(model)
+
+    def pin_host(self, address: int, nbytes: int) -> None:
+        """Page-lock the ring once, through the first model that can (the copies of every model
+        then come from pinned memory)."""
+        for step, model in zip(self.steps, self.models, strict=True):
+            if step.caps.pinned_input and not step.spec.input:
+                model.pin_host(address, nbytes)
+                return
+
+    def predict(self, batch: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        values: dict[str, np.ndarray] = {}
+        rows = batch.reshape(len(batch), -1)
+        for step, model in zip(self.steps, self.models, strict=True):
+            m = step.spec
+            if m.input:
+                x = values[m.input]
+            else:
+                x = next(s for s in self.segments if s.preprocess == m.preprocess).view(rows)
+            kwargs = {"names": names} if step.caps.names and names is not None else {}
+            start = time.perf_counter()
+            found = model.predict(x, **kwargs)
+            self.seconds[m.name] += time.perf_counter() - start
+            for key in step.needed:
+                values[f"{m.name}/{key}"] = np.asarray(found[key])
+        return {key: values[key] for key in self.outputs}
+
+    def teardown(self) -> None:
+        for model in self.models:
+            model.teardown()
+        self.models.clear()
+
+
+def calibrate(spec: JobSpec, inputs: Any, cores: int, *, sample: int = 8,
+              cache: ModelCache | None = None) -> tuple[float | None, float | None]:
+    """(decode rate, model rate) per core, as ``tuning.calibrate``: the decode makes every
+    segment of a row from one decode, the model rate is that of all models one after another
+    (their summed cost); each model's share is logged."""
+    from ..loader.multi import fill_row, row_length
+    from ..tuning import SLOW_BATCH_SECONDS, measure_decode, release_memory
+
+    layout_ = segments(spec)
+    n = len(inputs)
+    picks = sorted({i * n // sample for i in range(sample)}) if n else []
+    refs = [ref for i in picks for ref in inputs.refs(i, i + 1)]
+    decode = measure_decode(refs, None, spec.max_image_pixels, options=inputs.reader_options,
+                            write=lambda data, row: fill_row(data, row, layout_,
+                                                             spec.max_image_pixels),
+                            shape=(row_length(layout_),))
+    batch = 2
+    model = None
+    try:
+        multi = MultiModel(spec, device="cpu", threads=cores, cache=cache)
+        multi.setup()
+        x = np.zeros((batch, row_length(layout_)), np.float32)
+        start = time.perf_counter()
+        multi.predict(x, ["probe"] * batch)  # warm-up: first-call allocations, kernels
+        best = time.perf_counter() - start
+        for _ in range(2 if best < SLOW_BATCH_SECONDS else 0):
+            multi.seconds = dict.fromkeys(multi.seconds, 0.0)
+            start = time.perf_counter()
+            multi.predict(x, ["probe"] * batch)
+            best = min(best, time.perf_counter() - start)
+        multi.teardown()
+        model = batch / best / cores
+        total = sum(multi.seconds.values()) or 1.0
+        log.info("calibration: model time %s", ", ".join(
+            f"{k} {100 * v / total:.0f} %" for k, v in multi.seconds.items()))
+    except Exception:  # calibration is advice: a model that cannot run here fails in the worker
+        log.debug("model calibration failed", exc_info=True)
+    finally:
+        release_memory()
+    log.info("calibration: decode %.1f img/s/core, models %.1f img/s/core",
+             decode or 0.0, model or 0.0)
+    return decode, model
+
+
+def _read_shared(path: str | None) -> dict[str, str]:
+    if not path or not os.path.isfile(path):  # another node (Ray): each model loads its own
+        return {}
+    with open(path) as f:
+        return dict(json.load(f))
