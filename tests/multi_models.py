@@ -6,6 +6,8 @@ seed 3, so a test can compute it independently on the first model's rows.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 
@@ -29,7 +31,7 @@ class Score:
 class Pixels:
     """An image model (callable class): the mean of each channel of 32x32 uint8 pixels."""
 
-    preprocess = {"resize": (32, 32), "layout": "NHWC"}
+    preprocess: ClassVar[dict] = {"resize": (32, 32), "layout": "NHWC"}
     outputs = ("mean",)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
