@@ -185,9 +185,7 @@ def refresh_view(state: JobState) -> str:
     """Rebuild the format's view over every committed shard of the job, in id order."""
     state = state.refreshed()
     attrs = {"complete": state.complete, "shards": len(state.shards),
-             "committed_shards": len(state.done),
-             "model": ",".join(f"{m.name}={m.ref}" for m in state.spec.models)
-             or state.spec.model.ref}
+             "committed_shards": len(state.done), "model": state.spec.model_label}
     return state.sink.refresh_view(state.store, state.committed, state.spec.outputs, attrs)
 
 

@@ -134,9 +134,11 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("--threads", type=int, default=0, help="model threads per worker")
     run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                      help="run torch models under autocast at this precision (outputs: float32)")
-    run.add_argument("--modality", choices=["image", "text"], default="image",
+    run.add_argument("--modality", choices=["image", "text", "image+text"], default="image",
                      help="text: embed captions (a text file's lines, or a Parquet "
-                          "--text-column) with a dual encoder's text tower (hf: CLIP, SigLIP)")
+                          "--text-column) with a dual encoder's text tower (hf: CLIP, SigLIP); "
+                          "image+text: both towers on image-caption pairs (tars, Parquet), "
+                          "with clip_score")
     run.add_argument("--normalize", action="store_true",
                      help="store embeddings (image_embeds, text_embeds) as unit vectors")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
@@ -191,7 +193,8 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="Parquet: the column naming rows (default: key, else <file>:<row>)")
     src.add_argument("--text-column", default="",
                      help="Parquet, --modality text: the column of captions (default: "
-                          "caption/text/txt)")
+                          "caption/text/txt); --modality image+text: the captions' column or "
+                          "tar .json field (default: caption, or a tar's .txt member)")
     src.add_argument("--keep-columns", default="",
                      help="comma-separated metadata carried next to the outputs (Parquet "
                           "columns; tar .txt/.cls members or .json fields)")

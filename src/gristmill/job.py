@@ -111,9 +111,7 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
     machine's for ``spec.device``.
     """
     spec.check()
-    if spec.models:  # several named models: each resolved on its own
-        from .models import multi
-
+    if spec.models or spec.modality == "image+text":  # several models, or both towers
         spec = multi.resolve(spec, cache)
         devices = devices or resolve_devices(spec.device)
         batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
@@ -189,8 +187,7 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     if state.pending and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
-        rates = (multi.calibrate if spec.models else calibrate)(spec, state.inputs,
-                                                                 cpu_count(), cache=cache)
+        rates = calibrate(spec, state.inputs, cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]

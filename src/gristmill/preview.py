@@ -67,7 +67,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
         "shard_size": spec.shard_size, "committed_shards": len(state.done),
         "pending_shards": len(pending), "pending_items": sum(len(s) for s in pending),
         "sample": [display_name(inputs.raw(i)) for i in range(min(SAMPLE, len(inputs)))],
-        "model": spec.model.ref, "engine": spec.engine, "batch_size": spec.batch_size,
+        "model": spec.model_label, "engine": spec.engine, "batch_size": spec.batch_size,
         "workers": [{"device": w.device, "threads": w.threads, "loaders": w.loaders,
                      "turns": w.turns} for w in workers],
         "decode_rate_per_core": rates[0], "model_rate_per_core": rates[1],

@@ -25,7 +25,7 @@ EngineName = str  # a key of engines.base.BACKENDS
 Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
 OutputFormat = str  # a key of sinks.SINKS
-Modality = Literal["image", "text"]
+Modality = Literal["image", "text", "image+text"]
 
 SPEC_VERSION = 1
 _CREDENTIALS = re.compile(r"^[a-zA-Z][\w+.\-]*://[^/@]*@")
@@ -185,10 +185,20 @@ class JobSpec:
 
     def source_options(self) -> dict[str, Any]:
         """The options that tell ``sources.list_inputs`` how to read files, tars and tables."""
-        return {"image_key": self.image_key.lower().lstrip("."), "image_column": self.image_column,
-                "path_column": self.path_column, "key_column": self.key_column,
-                "keep_columns": self.keep_columns, "text_column": self.text_column,
-                "modality": self.modality}
+        options = {"image_key": self.image_key.lower().lstrip("."),
+                   "image_column": self.image_column, "path_column": self.path_column,
+                   "key_column": self.key_column, "keep_columns": self.keep_columns,
+                   "text_column": self.text_column, "modality": self.modality}
+        if self.modality == "image+text":  # images read with their caption carried as a column
+            keep = tuple(dict.fromkeys((*self.keep_columns, self.text_column))) if (
+                self.text_column) else self.keep_columns
+            options |= {"modality": "image", "text_column": "", "keep_columns": keep}
+        return options
+
+    @property
+    def model_label(self) -> str:
+        """The model(s) in words: ``REF``, or ``NAME=REF,...`` for several."""
+        return ",".join(f"{m.name}={m.ref}" for m in self.models) or self.model.ref
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -237,8 +247,11 @@ class JobSpec:
         self._check_output()
 
     def _check_modality(self) -> None:
-        if self.modality not in ("image", "text"):
-            raise SpecError(f"--modality must be image or text, got {self.modality!r}")
+        if self.modality not in ("image", "text", "image+text"):
+            raise SpecError(f"--modality must be image, text or image+text, got "
+                            f"{self.modality!r}")
+        if self.modality == "image+text":  # images with the preprocessing, captions beside them
+            return
         if self.modality == "image":
             if self.text_column:
                 raise SpecError("--text-column reads captions: give --modality text")
@@ -281,6 +294,8 @@ class JobSpec:
         # precision changes the numbers; fp32 is left out so existing jobs keep their identity
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
         reading = {k: v for k, v in self.source_options().items() if v and k != "modality"}
+        if self.modality == "image+text":
+            reading["text_column"] = self.text_column
         if reading:  # left out when unset, so loose-file jobs keep their identity
             extra["reading"] = reading
         if self.modality != "image":  # likewise: image jobs keep their identity

@@ -67,6 +67,7 @@ class ShardRunner:
         self.names = False  # the model's predict takes the batch's input names (capabilities)
         self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
         self.sink = sinks.get(spec.format)
+        self.composite = bool(spec.models) or spec.modality == "image+text"
         self.store = Store(spec.out)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -74,12 +75,11 @@ class ShardRunner:
         from ..models import capabilities, create
         from ..tuning import tune_allocator
 
-        if self.spec.models:  # several named models, one decode (models/multi.py)
-            from ..models.multi import MultiModel
+        if self.composite:  # several models or both towers, one decode (models/multi.py)
+            from ..models.multi import composite
 
-            self.model = MultiModel(self.spec, device=self.plan.device,
-                                    threads=self.plan.threads,
-                                    shared_weights=self.plan.shared_weights)
+            self.model = composite(self.spec, device=self.plan.device, threads=self.plan.threads,
+                                   shared_weights=self.plan.shared_weights)
             caps = self.model.capabilities
         else:
             caps = capabilities(self.spec.model)
@@ -108,12 +108,8 @@ class ShardRunner:
 
     def _fill(self) -> tuple[Any, tuple[int, ...], str]:
         """What the loaders fill slots with: (fill, item shape, dtype) for the job's modality."""
-        if self.spec.models:
-            from ..loader.multi import MultiFill, row_length
-
-            return (MultiFill(self.model.segments, self.spec.max_image_pixels,
-                              self.inputs.reader_options), (row_length(self.model.segments),),
-                    "float32")
+        if self.composite:
+            return self.model.fill(self.inputs.reader_options)
         if self.spec.modality == "text":
             from ..loader.text import TextFill
             from ..models import text_encoding

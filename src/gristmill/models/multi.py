@@ -58,7 +58,12 @@ def _absolute(model: ModelSpec) -> ModelSpec:
 
 
 def resolve(spec: JobSpec, cache: ModelCache | None = None) -> JobSpec:
-    """The spec with each model resolved (preprocessing, paths) and the outputs completed."""
+    """The spec with each model resolved (preprocessing, paths) and the outputs completed (or,
+    for ``--modality image+text``, its dual encoder's: ``pairs.resolve``)."""
+    if not spec.models:
+        from .pairs import resolve as resolve_pairs
+
+        return resolve_pairs(dataclasses.replace(spec, model=_absolute(spec.model)), cache)
     wanted: dict[str, list[str]] = {m.name: [] for m in spec.models}
     for output in spec.outputs:
         name, rest = named.split_output(output)
@@ -173,6 +178,17 @@ def share_all(spec: JobSpec, folder: str, cache: ModelCache | None = None) -> st
     return path
 
 
+def composite(spec: JobSpec, *, device: str, threads: int,
+              shared_weights: str | None = None) -> Any:
+    """The worker's model for several models (``MultiModel``) or an image-text pair job
+    (``pairs.PairModel``); each has ``capabilities`` and ``fill`` (what its loaders write)."""
+    if spec.models:
+        return MultiModel(spec, device=device, threads=threads, shared_weights=shared_weights)
+    from .pairs import PairModel
+
+    return PairModel(spec, device=device, threads=threads, shared_weights=shared_weights)
+
+
 class MultiModel:
     """Every model of the job in one worker (see the module docstring)."""
 
@@ -188,6 +204,13 @@ class MultiModel:
         self.capabilities = Capabilities(
             names=any(s.caps.names for s in self.steps),
             pinned_input=any(s.caps.pinned_input for s in self.steps))
+
+    def fill(self, options: dict[str, Any]) -> tuple[Any, tuple[int, ...], str]:
+        """What the loaders fill slots with: (fill, row shape, dtype)."""
+        from ..loader.multi import MultiFill, row_length
+
+        return (MultiFill(self.segments, self.spec.max_image_pixels, options),
+                (row_length(self.segments),), "float32")
 
     def _precision(self, step: Step) -> str:
         return self.spec.precision if self.spec.precision in step.caps.precisions else "fp32"
@@ -262,8 +285,10 @@ def calibrate(spec: JobSpec, inputs: Any, cores: int, *, sample: int = 8,
         x = np.zeros((batch, row_length(layout_)), np.float32)
         start = time.perf_counter()
         multi.predict(x, ["probe"] * batch)  # warm-up: first-call allocations, kernels
-        best = time.perf_counter() - start
-        for _ in range(2 if best < SLOW_BATCH_SECONDS else 0):
+        warm = time.perf_counter() - start
+        best = float("inf")
+        # one timed run at least: the warm-up of several models is far from their steady cost
+        for _ in range(2 if warm < SLOW_BATCH_SECONDS * len(multi.steps) else 1):
             multi.seconds = dict.fromkeys(multi.seconds, 0.0)
             start = time.perf_counter()
             multi.predict(x, ["probe"] * batch)
