@@ -159,6 +159,10 @@ class ShardRunner:
             result = self._predict(self.pool.ring.view(filled.slot)[:len(filled.ok)],
                                    self._names(entry, index, filled.ok)) if filled.ok else {}
             entry.seconds["model"] += time.perf_counter() - start
+            if self.composite:  # each model's share, for the report
+                for name, spent in self.model.take_seconds().items():
+                    key = f"model:{name}"
+                    entry.seconds[key] = entry.seconds.get(key, 0.0) + spent
         except Exception as exc:
             self.pool.free.put(filled.slot)
             self.inflight.pop(shard_id)

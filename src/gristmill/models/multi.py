@@ -255,6 +255,11 @@ class MultiModel:
                 values[f"{m.name}/{key}"] = np.asarray(found[key])
         return {key: values[key] for key in self.outputs}
 
+    def take_seconds(self) -> dict[str, float]:
+        """Each model's seconds since the last call (the runner adds them to the receipt)."""
+        spent, self.seconds = self.seconds, dict.fromkeys(self.seconds, 0.0)
+        return spent
+
     def teardown(self) -> None:
         for model in self.models:
             model.teardown()

@@ -14,6 +14,7 @@ tars (the ``.txt`` member) and ``caption`` for Parquet tables.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ class PairModel:
             {"image", "text"}))
         self.image: Any = None
         self.text: Any = None
+        self.seconds = {"image": 0.0, "text": 0.0}
 
     @property
     def row_length(self) -> int:
@@ -99,11 +101,20 @@ class PairModel:
         rows = batch.reshape(len(batch), -1)
         size, length = self.segment.size, self.encoding.length
         tokens = rows[:, size:size + 2 * length].reshape(len(rows), 2, length).astype(np.int64)
+        start = time.perf_counter()
         found = dict(self.image.predict(self.segment.view(rows)))
+        middle = time.perf_counter()
         found |= self.text.predict(tokens)
+        self.seconds["image"] += middle - start
+        self.seconds["text"] += time.perf_counter() - middle
         if "clip_score" in self.spec.outputs:
             found["clip_score"] = clip_score(found["image_embeds"], found["text_embeds"])
         return {k: found[k] for k in self.spec.outputs}
+
+    def take_seconds(self) -> dict[str, float]:
+        """Each tower's seconds since the last call (the runner adds them to the receipt)."""
+        spent, self.seconds = self.seconds, {"image": 0.0, "text": 0.0}
+        return spent
 
     def teardown(self) -> None:
         for model in (self.image, self.text):
