@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "multi"
 SIZES = {"small": {"images": 32, "rounds": 1}, "full": {"images": 192, "rounds": 3}}
 CHEAP_B = ["--resize", "b=182", "--crop", "b=160x160"]
+TIMEOUT = 1800  # seconds per command: a hung peer must not hang the benchmark
 
 
 def _cheap(seed: int) -> object:
@@ -73,7 +74,8 @@ def onnx_net(folder: Path) -> Path:
 def _timed(command: list[str]) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=TIMEOUT)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")

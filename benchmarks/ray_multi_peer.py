@@ -8,7 +8,8 @@ ImageNet mean and std) → the bundled EfficientNet-Lite0 in an actor pool → t
 pool → the head (a linear score of Lite0's features) → ``write_parquet``.
 
 Tuned as ``ray_data_peer.py`` for a 2-core machine: a local Ray with ``num_cpus`` = the cores,
-stages asking for half a CPU, one thread per model actor, two Lite0 actors, batches of 16.
+each stage asking for a fraction of a CPU (half for each of the two Lite0 actors, a quarter for the
+reads, the decode, the ONNX actor and the head), one thread per model actor, batches of 16.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def main(source: str, net: str, out: str) -> None:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     paths = sorted(glob.glob(os.path.join(source, "*.jpg")))
-    ds = ray.data.read_binary_files(paths, include_paths=True)
-    ds = ds.map_batches(decode, batch_size=16, num_cpus=0.5, batch_format="numpy")
+    # every stage asks for a fraction of a CPU: read tasks asking for a whole one never get it
+    # beside the actors, and the job hangs
+    ds = ray.data.read_binary_files(paths, include_paths=True,
+                                    ray_remote_args={"num_cpus": 0.25})
+    ds = ds.map_batches(decode, batch_size=16, num_cpus=0.25, batch_format="numpy")
     ds = ds.map_batches(Lite0, batch_size=16, num_cpus=0.5, concurrency=2, batch_format="numpy")
-    ds = ds.map_batches(Net, fn_constructor_args=(net,), batch_size=16, num_cpus=0.5,
+    ds = ds.map_batches(Net, fn_constructor_args=(net,), batch_size=16, num_cpus=0.25,
                         concurrency=1, batch_format="numpy")
     ds = ds.map_batches(head, batch_size=16, num_cpus=0.25, batch_format="numpy")
     ds.write_parquet(out)

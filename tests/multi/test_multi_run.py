@@ -9,6 +9,7 @@ rounding (1e-5); the head must equal its own formula on the first model's rows.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,6 +59,11 @@ def test_one_pass_equals_separate_runs(fmt, png_tree, onnx_net, separate, tmp_pa
     assert not np.allclose(a[names[0]], b[names[0]])  # two models, not one twice
     if fmt == "hdf5":
         import h5py
+
+        # CPU workers map each model's weights, saved once by the driver (the ONNX net loads its
+        # own session): one file per model, listed for the workers
+        listed = json.loads(next((out / ".cache").glob("models-*.json")).read_text())
+        assert list(listed) == ["a"] and os.path.isfile(listed["a"])
 
         with h5py.File(out / "features.h5") as f:  # a group per model
             assert f["a"]["output"].shape == (len(names), 5)
