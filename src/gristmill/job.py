@@ -187,7 +187,8 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     if state.pending and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
-        rates = calibrate(spec, state.inputs, cpu_count(), cache=cache)
+        rates = (multi.calibrate if spec.models else calibrate)(spec, state.inputs,
+                                                                 cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]

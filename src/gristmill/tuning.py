@@ -193,18 +193,10 @@ def time_model(spec: Any, threads: int, batch: int, cache: Any = None,
     from .models import create
 
     try:
-        if spec.models:  # several models: all of them on rows of their segments
-            from .loader.multi import row_length
-            from .models.multi import MultiModel
-
-            model = MultiModel(spec, device="cpu", threads=threads, cache=cache)
-            shape: tuple[int, ...] = (row_length(model.segments),)
-        else:
-            model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
-                           precision=spec.precision, cache=cache, preprocess=spec.preprocess)
-            shape = spec.preprocess.item_shape()
+        model = create(spec.model, outputs=spec.outputs, device="cpu", threads=threads,
+                       precision=spec.precision, cache=cache, preprocess=spec.preprocess)
         model.setup()
-        x = np.zeros((batch, *shape), np.float32)
+        x = np.zeros((batch, *spec.preprocess.item_shape()), np.float32)
         start = time.perf_counter()
         model.predict(x)  # warm-up: first-call allocations, kernel selection, malloc thresholds
         first = elapsed = time.perf_counter() - start
@@ -225,12 +217,8 @@ def time_model(spec: Any, threads: int, batch: int, cache: Any = None,
 
 def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
               cache: Any = None) -> tuple[float | None, float | None]:
-    """(decode rate, model rate), per core, from inputs spread over the list and one batch (with
-    several models: one decode for all, their summed cost; ``models.multi.calibrate``)."""
-    if spec.models:
-        from .models.multi import calibrate as calibrate_models
-
-        return calibrate_models(spec, inputs, cores, sample=sample, cache=cache)
+    """(decode rate, model rate), per core, from inputs spread over the list and one batch (a job
+    of several models: ``models.multi.calibrate``)."""
 
     n = len(inputs)
     picks = sorted({i * n // sample for i in range(sample)}) if n else []

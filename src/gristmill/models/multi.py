@@ -272,7 +272,7 @@ def calibrate(spec: JobSpec, inputs: Any, cores: int, *, sample: int = 8,
     segment of a row from one decode, the model rate is that of all models one after another
     (their summed cost); each model's share is logged."""
     from ..loader.multi import fill_row, row_length
-    from ..tuning import SLOW_BATCH_SECONDS, measure_decode, release_memory
+    from ..tuning import measure_decode
 
     layout_ = segments(spec)
     n = len(inputs)
@@ -283,33 +283,53 @@ def calibrate(spec: JobSpec, inputs: Any, cores: int, *, sample: int = 8,
                                                              spec.max_image_pixels),
                             shape=(row_length(layout_),))
     batch = 2
-    model = None
-    try:
-        multi = MultiModel(spec, device="cpu", threads=cores, cache=cache)
-        multi.setup()
-        x = np.zeros((batch, row_length(layout_)), np.float32)
-        start = time.perf_counter()
-        multi.predict(x, ["probe"] * batch)  # warm-up: first-call allocations, kernels
-        warm = time.perf_counter() - start
-        best = float("inf")
-        # one timed run at least: the warm-up of several models is far from their steady cost
-        for _ in range(2 if warm < SLOW_BATCH_SECONDS * len(multi.steps) else 1):
-            multi.seconds = dict.fromkeys(multi.seconds, 0.0)
-            start = time.perf_counter()
-            multi.predict(x, ["probe"] * batch)
-            best = min(best, time.perf_counter() - start)
-        multi.teardown()
-        model = batch / best / cores
-        total = sum(multi.seconds.values()) or 1.0
-        log.info("calibration: model time %s", ", ".join(
-            f"{k} {100 * v / total:.0f} %" for k, v in multi.seconds.items()))
-    except Exception:  # calibration is advice: a model that cannot run here fails in the worker
-        log.debug("model calibration failed", exc_info=True)
-    finally:
-        release_memory()
+    timed = _time(spec, cores, batch, cache)
+    model = None if timed is None else batch / timed[1] / cores
     log.info("calibration: decode %.1f img/s/core, models %.1f img/s/core",
              decode or 0.0, model or 0.0)
     return decode, model
+
+
+def time_model(spec: JobSpec, threads: int, batch: int, cache: ModelCache | None = None,
+               ) -> tuple[float, float] | None:
+    """``tuning.time_model`` for several models: (first batch seconds, best later batch
+    seconds) of all of them on the CPU (None: failed)."""
+    timed = _time(spec, threads, batch, cache)
+    return None if timed is None else (timed[0], timed[1])
+
+
+def _time(spec: JobSpec, threads: int, batch: int, cache: ModelCache | None,
+          ) -> tuple[float, float, dict[str, float]] | None:
+    """(first, best later batch seconds, each model's share of that batch) on the CPU."""
+    from ..loader.multi import row_length
+    from ..tuning import SLOW_BATCH_SECONDS, release_memory
+
+    try:
+        multi = MultiModel(spec, device="cpu", threads=threads, cache=cache)
+        multi.setup()
+        x = np.zeros((batch, row_length(multi.segments)), np.float32)
+        start = time.perf_counter()
+        multi.predict(x, ["probe"] * batch)  # warm-up: first-call allocations, kernels
+        first = time.perf_counter() - start
+        best = float("inf")
+        # one timed run at least: the warm-up of several models is far from their steady cost
+        for _ in range(2 if first < SLOW_BATCH_SECONDS * len(multi.steps) else 1):
+            multi.take_seconds()
+            start = time.perf_counter()
+            multi.predict(x, ["probe"] * batch)
+            best = min(best, time.perf_counter() - start)
+        spent = multi.take_seconds()
+        multi.teardown()
+    except Exception:  # calibration is advice: a model that cannot run here fails in the worker
+        log.debug("model calibration failed", exc_info=True)
+        return None
+    finally:
+        release_memory()
+    total = sum(spent.values()) or 1.0
+    shares = {k: v / total for k, v in spent.items()}
+    log.info("calibration: model time %s",
+             ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
+    return first, best, shares
 
 
 def _read_shared(path: str | None) -> dict[str, str]:
