@@ -78,7 +78,7 @@ def _cycle(pending: Sequence[Any], by_name: dict[str, Any]) -> list[str]:
 
 def check_models(models: Sequence[Any], outputs: Iterable[str], modality: str) -> None:
     """The checks that need no model loaded (``JobSpec.check``)."""
-    if modality != "image":
+    if modality == "text":
         raise SpecError(f"--modality {modality} runs one model: give one --model")
     names = [m.name for m in models]
     for name in names:

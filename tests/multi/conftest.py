@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -40,7 +39,3 @@ def onnx_net(tmp_path_factory) -> Path:
                       input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
     return path
-
-
-def by_name(result, key: str) -> dict[str, np.ndarray]:
-    return dict(zip(result.names, np.asarray(result[key][:]), strict=True))

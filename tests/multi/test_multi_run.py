@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import by_name
 from jobhelp import cli
 from multi_models import score
+from multikit import by_name
 
 import gristmill
 

@@ -137,3 +137,37 @@ def test_image_text_needs_a_text_tower_and_pairs(clip, tmp_path) -> None:
     with pytest.raises(SpecError, match="not loose files"):
         gristmill.run([str(tmp_path / "p")], str(tmp_path / "o"), model=f"hf:{clip}", **RUN)
     assert not (tmp_path / "o").exists()
+
+
+def test_pairs_beside_other_models_and_a_head(clip, tmp_path) -> None:
+    """The curation pass: CLIP's two towers (with clip_score), another image model and a head
+    on CLIP's image embedding, from one decode per sample."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from multi_models import score
+
+    images = pngs()
+    keys = [f"s{i}" for i in range(len(CAPTIONS))]
+    pq.write_table(pa.table({"key": keys, "jpg": images, "caption": CAPTIONS}),
+                   tmp_path / "pairs.parquet", row_group_size=4)
+    out = tmp_path / "out"
+    gristmill.run([str(tmp_path / "pairs.parquet")], str(out), models={
+        "clip": f"hf:{clip}", "tiny": "models_for_tests:tiny_cnn",
+        "aes": "multi_models:Score@clip/image_embeds"}, format="npy", **RUN)
+    ref_image, ref_text = reference(clip, images, CAPTIONS)
+    with gristmill.open(str(out)) as result:
+        assert sorted(result.outputs) == [
+            "aes/name_length", "aes/score", "clip/clip_score", "clip/image_embeds",
+            "clip/text_embeds", "tiny/output"]
+        order = [{n: i for i, n in enumerate(result.names)}[k] for k in keys]
+        image = np.asarray(result["clip/image_embeds"])[order]
+        text = np.asarray(result["clip/text_embeds"])[order]
+        clip_score = np.asarray(result["clip/clip_score"]).reshape(-1)[order]
+        aes = np.asarray(result["aes/score"])[order]
+    assert cosine(text, ref_text).min() >= 0.9999
+    assert cosine(image, ref_image).min() >= 0.9999
+    np.testing.assert_allclose(clip_score, 100 * cosine(ref_image, ref_text), atol=2e-3, rtol=0)
+    np.testing.assert_allclose(aes, score(image), atol=1e-4, rtol=1e-5)
+    with pytest.raises(SpecError, match="no model has a text tower"):
+        gristmill.run([str(tmp_path / "pairs.parquet")], str(tmp_path / "o2"),
+                      models={"tiny": "models_for_tests:tiny_cnn"}, **RUN)

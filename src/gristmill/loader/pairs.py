@@ -3,9 +3,10 @@
 A sample is read as an image (a Parquet row's image cell, a tar sample's image member) with its
 caption carried beside it as a column (the Parquet ``--text-column``, the tar's ``.txt`` member or
 a ``.json`` field): the sources need nothing new. The loader tokenizes the batch's captions in one
-call (``loader.text``), decodes each image once into the pixel segment and writes the token ids and
-the attention mask after it, as float32 (ids below 2**24 are exact in float32; the model casts them
-back). A sample without a caption, or without an image, is an error row saying which.
+call per text tower (``loader.text``), decodes each image once into its pixel segments
+(``loader.multi``) and writes each tower's token ids and attention mask in its token slot after
+them, as float32 (ids below 2**24 are exact in float32; the model casts them back). A sample
+without a caption, or without an image, is an error row saying which.
 """
 
 from __future__ import annotations
@@ -23,34 +24,51 @@ from .text import TextEncoding
 
 @dataclass(frozen=True)
 class Paired:
-    """One opened sample: image bytes, its tokens and its carried columns."""
+    """One opened sample: image bytes, its tokens (per token slot) and its carried columns."""
 
     data: bytes
-    ids: np.ndarray
-    mask: np.ndarray
+    tokens: tuple[tuple[np.ndarray, np.ndarray], ...]
     columns: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenSlot:
+    """Where one text tower's tokens sit in a row: ids at ``offset``, the mask after them."""
+
+    offset: int
+    encoding: TextEncoding
+
+    @property
+    def size(self) -> int:
+        return 2 * self.encoding.length
+
+    def view(self, rows: np.ndarray) -> np.ndarray:
+        """This slot of rows ``(n, row)`` as int64 ``(n, 2, length)`` (a text tower's input)."""
+        part = rows[:, self.offset:self.offset + self.size]
+        return part.reshape(len(rows), 2, self.encoding.length).astype(np.int64)
 
 
 @dataclass
 class PairFill:
-    """Fill ``[pixels | ids | mask]`` rows (see the module docstring). ``caption`` is the column
-    the caption arrives in; ``keep`` whether the user also keeps it as a column."""
+    """Fill ``[segments | ids, mask per token slot]`` rows (see the module docstring).
+    ``caption`` is the column the caption arrives in; ``keep`` whether the user also keeps it as
+    a column."""
 
-    segment: Segment
-    encoding: TextEncoding
+    segments: tuple[Segment, ...]
+    slots: tuple[TokenSlot, ...]
     caption: str
     keep: bool
     max_pixels: int
     options: dict[str, Any] = field(default_factory=dict)
     reader: Any = field(default=None, repr=False)  # both made in the loader process, on first use
-    tokenize: Any = field(default=None, repr=False)
+    tokenizers: Any = field(default=None, repr=False)
 
     def open_batch(self, task: BatchTask) -> list[Any]:
         from ..transforms import ItemError
 
         items = ImageFill.open_batch(self, task)  # type: ignore[arg-type]
-        if self.tokenize is None:
-            self.tokenize = self.encoding.tokenizer()
+        if self.tokenizers is None:
+            self.tokenizers = [slot.encoding.tokenizer() for slot in self.slots]
         texts: dict[int, str] = {}
         for index, item in enumerate(items):
             if isinstance(item, ItemError):
@@ -61,29 +79,46 @@ class PairFill:
                                                  f"{'missing' if text is None else 'blank'})")
             else:
                 texts[index] = str(text)
-        rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        try:
-            if texts:
-                ids, mask = self.tokenize(list(texts.values()))
-                rows = {i: (ids[k], mask[k]) for k, i in enumerate(texts)}
-        except Exception:  # one caption the tokenizer rejects must cost that sample only
-            for index, text in texts.items():
-                try:
-                    ids, mask = self.tokenize([text])
-                    rows[index] = (ids[0], mask[0])
-                except Exception as exc:
-                    items[index] = ItemError("tokenize", f"{type(exc).__name__}: {exc}")
-        for index, (ids, mask) in rows.items():
+        tokens: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {i: [] for i in texts}
+        for tokenize in self.tokenizers:
+            for index, row in _tokenize(tokenize, texts, items).items():
+                tokens[index].append(row)
+        for index, rows in tokens.items():
             item = items[index]
+            if isinstance(item, ItemError) or len(rows) != len(self.slots):
+                continue
             columns = item.columns if self.keep else {
                 k: v for k, v in item.columns.items() if k != self.caption}
-            items[index] = Paired(item.data, ids, mask, columns)
+            items[index] = Paired(item.data, tuple(rows), columns)
         return items
 
     def __call__(self, item: Paired, row: np.ndarray, task: BatchTask,
                  index: int) -> dict[str, Any]:
-        size, length = self.segment.size, self.encoding.length
-        fill_row(item.data, row, (self.segment,), self.max_pixels)
-        row[size:size + length] = item.ids
-        row[size + length:size + 2 * length] = item.mask
+        fill_row(item.data, row, self.segments, self.max_pixels)
+        for slot, (ids, mask) in zip(self.slots, item.tokens, strict=True):
+            length = slot.encoding.length
+            row[slot.offset:slot.offset + length] = ids
+            row[slot.offset + length:slot.offset + 2 * length] = mask
         return item.columns
+
+
+def _tokenize(tokenize: Any, texts: dict[int, str],
+              items: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The batch's captions tokenized in one call; one the tokenizer rejects costs its sample
+    only (an error row in ``items``)."""
+    from ..transforms import ItemError
+
+    try:
+        if not texts:
+            return {}
+        ids, mask = tokenize(list(texts.values()))
+        return {i: (ids[k], mask[k]) for k, i in enumerate(texts)}
+    except Exception:
+        rows = {}
+        for index, text in texts.items():
+            try:
+                ids, mask = tokenize([text])
+                rows[index] = (ids[0], mask[0])
+            except Exception as exc:
+                items[index] = ItemError("tokenize", f"{type(exc).__name__}: {exc}")
+        return rows

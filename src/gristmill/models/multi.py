@@ -30,9 +30,20 @@ import numpy as np
 
 from .. import named
 from ..errors import SpecError
-from ..loader.multi import Segment, layout
+from ..loader.multi import MultiFill, Segment, layout, row_length
+from ..loader.pairs import TokenSlot
 from ..spec import JobSpec, ModelSpec, Preprocess
-from . import capabilities, check_outputs, create, describe, heads, kind_of, share_weights
+from . import (
+    capabilities,
+    check_outputs,
+    create,
+    describe,
+    heads,
+    kind_of,
+    pairs,
+    share_weights,
+    text_encoding,
+)
 from .base import Capabilities, ModelCache, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,7 @@ class Step:
     spec: ModelSpec
     needed: tuple[str, ...]  # its outputs stored or read by a head
     caps: Capabilities
+    paired: bool = False  # image+text: both towers of a dual encoder (``pairs.Towers``)
 
 
 def _absolute(model: ModelSpec) -> ModelSpec:
@@ -72,6 +84,7 @@ def resolve(spec: JobSpec, cache: ModelCache | None = None) -> JobSpec:
     resolved: dict[str, ModelSpec] = {}
     outputs: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}  # NAME/OUTPUT -> row shape, for the heads
+    any_paired = False
     for model in named.order(spec.models):
         model = _absolute(model)
         caps = _capabilities(model)
@@ -80,8 +93,10 @@ def resolve(spec: JobSpec, cache: ModelCache | None = None) -> JobSpec:
         if model.input:
             every, defaults = heads.describe(model, shapes[model.input], cache)
         else:
-            info = describe(model, cache)
+            paired = pairs.is_paired(spec, model, caps)
+            info = pairs.describe_pair(model, cache) if paired else describe(model, cache)
             every, defaults = info.outputs, info.default_outputs
+            any_paired = any_paired or paired
             pre = (model.preprocess or Preprocess()).over(spec.preprocess.over(info.preset))
             model = dataclasses.replace(model, preprocess=pre.complete())
         mine = tuple(wanted[model.name]) or defaults
@@ -101,8 +116,17 @@ def resolve(spec: JobSpec, cache: ModelCache | None = None) -> JobSpec:
         resolved[model.name] = model
         if fed:
             shapes |= _row_shapes(model, _needed(model.name, mine, read), shapes, cache)
+            if pairs.is_paired(spec, model, caps):  # a text embedding is as wide as the image's
+                shapes[f"{model.name}/text_embeds"] = shapes[f"{model.name}/image_embeds"]
+                shapes[f"{model.name}/clip_score"] = ()
     models = tuple(resolved[m.name] for m in spec.models)
-    return dataclasses.replace(spec, models=models,
+    text_column = spec.text_column
+    if spec.modality == "image+text":
+        if not any_paired:
+            raise SpecError("--modality image+text: no model has a text tower (name a dual "
+                            "encoder: hf: CLIP or SigLIP)")
+        text_column = pairs.caption_column(spec)
+    return dataclasses.replace(spec, models=models, text_column=text_column,
                                outputs=tuple(spec.outputs) or tuple(outputs))
 
 
@@ -118,6 +142,10 @@ def _needed(name: str, stored: Sequence[str], read: set[str]) -> tuple[str, ...]
 def _row_shapes(model: ModelSpec, outputs: tuple[str, ...], shapes: dict[str, tuple[int, ...]],
                 cache: ModelCache | None) -> dict[str, tuple[int, ...]]:
     """The row shape of each of ``outputs``, from one zero input through the model (driver)."""
+    if pairs.TEXT_OUTPUTS[0] in outputs or pairs.TEXT_OUTPUTS[1] in outputs:
+        # a paired model's text outputs: shaped after its image embedding (resolve)
+        outputs = tuple(dict.fromkeys(
+            ["image_embeds", *(o for o in outputs if o not in pairs.TEXT_OUTPUTS)]))
     if model.input:
         runner = heads.create(model, outputs=outputs, device="cpu", threads=0, cache=cache)
         x = np.zeros((1, *shapes[model.input]), np.float32)
@@ -148,8 +176,12 @@ def steps(spec: JobSpec) -> list[Step]:
     for output in spec.outputs:
         name, rest = named.split_output(output)
         stored[name].append(rest)
-    return [Step(m, _needed(m.name, stored[m.name], read), _capabilities(m))
-            for m in named.order(spec.models)]
+    found = []
+    for m in named.order(spec.models):
+        caps = _capabilities(m)
+        found.append(Step(m, _needed(m.name, stored[m.name], read), caps,
+                          pairs.is_paired(spec, m, caps)))
+    return found
 
 
 def segments(spec: JobSpec) -> tuple[Segment, ...]:
@@ -198,6 +230,13 @@ class MultiModel:
         self.steps = steps(spec)
         self.segments = segments(spec)
         self.outputs = spec.outputs
+        self.slots: dict[str, Any] = {}  # image+text: a token slot per paired model
+        offset = row_length(self.segments)
+        for step in self.steps:
+            if step.paired:
+                self.slots[step.spec.name] = TokenSlot(offset, text_encoding(step.spec))
+                offset += self.slots[step.spec.name].size
+        self.row_length = offset
         self.shared = _read_shared(shared_weights)
         self.models: list[Any] = []
         self.seconds = {s.spec.name: 0.0 for s in self.steps}
@@ -207,10 +246,16 @@ class MultiModel:
 
     def fill(self, options: dict[str, Any]) -> tuple[Any, tuple[int, ...], str]:
         """What the loaders fill slots with: (fill, row shape, dtype)."""
-        from ..loader.multi import MultiFill, row_length
+        if self.slots:  # captions too: one decode and each paired model's tokens per row
+            from ..loader.pairs import PairFill
 
-        return (MultiFill(self.segments, self.spec.max_image_pixels, options),
-                (row_length(self.segments),), "float32")
+            spec = self.spec
+            fill: Any = PairFill(self.segments, tuple(self.slots.values()), spec.text_column,
+                                 spec.text_column in spec.keep_columns, spec.max_image_pixels,
+                                 options)
+        else:
+            fill = MultiFill(self.segments, self.spec.max_image_pixels, options)
+        return fill, (self.row_length,), "float32"
 
     def _precision(self, step: Step) -> str:
         return self.spec.precision if self.spec.precision in step.caps.precisions else "fp32"
@@ -218,7 +263,12 @@ class MultiModel:
     def setup(self) -> None:
         for step in self.steps:
             m = step.spec
-            if m.input:
+            if step.paired:
+                assert m.preprocess is not None
+                model = pairs.Towers(m, step.needed, m.preprocess, device=self.device,
+                                     threads=self.threads, precision=self._precision(step),
+                                     cache=self.cache)
+            elif m.input:
                 model = heads.create(m, outputs=step.needed, device=self.device,
                                      threads=self.threads, precision=self._precision(step),
                                      cache=self.cache)
@@ -247,7 +297,11 @@ class MultiModel:
                 x = values[m.input]
             else:
                 x = next(s for s in self.segments if s.preprocess == m.preprocess).view(rows)
-            kwargs = {"names": names} if step.caps.names and names is not None else {}
+            kwargs: dict[str, Any] = (
+                {"names": names} if step.caps.names and names is not None and not step.paired
+                else {})
+            if step.paired:
+                kwargs["tokens"] = self.slots[m.name].view(rows)
             start = time.perf_counter()
             found = model.predict(x, **kwargs)
             self.seconds[m.name] += time.perf_counter() - start
@@ -301,13 +355,12 @@ def time_model(spec: JobSpec, threads: int, batch: int, cache: ModelCache | None
 def _time(spec: JobSpec, threads: int, batch: int, cache: ModelCache | None,
           ) -> tuple[float, float, dict[str, float]] | None:
     """(first, best later batch seconds, each model's share of that batch) on the CPU."""
-    from ..loader.multi import row_length
     from ..tuning import SLOW_BATCH_SECONDS, release_memory
 
     try:
         multi = MultiModel(spec, device="cpu", threads=threads, cache=cache)
         multi.setup()
-        x = np.zeros((batch, row_length(multi.segments)), np.float32)
+        x = np.zeros((batch, multi.row_length), np.float32)
         start = time.perf_counter()
         multi.predict(x, ["probe"] * batch)  # warm-up: first-call allocations, kernels
         first = time.perf_counter() - start
