@@ -147,3 +147,26 @@ def test_append_and_resume_with_several_models(png_tree, onnx_net, tmp_path):
             mine, ref = by_name(ours, key), by_name(theirs, key)
             for name in ref:
                 np.testing.assert_allclose(mine[name], ref[name], atol=1e-6, rtol=0)
+
+
+def test_torch_and_onnx_heads(png_tree, tmp_path):
+    """A torch module and an ONNX model as heads get the input model's rows as an array."""
+    import torch
+    from torch_heads import linear_head
+
+    root, names = png_tree
+    head_onnx = tmp_path / "head.onnx"
+    torch.onnx.export(linear_head(), torch.zeros(1, 5), str(head_onnx), dynamo=False,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    out = tmp_path / "out"
+    gristmill.run([str(root)], str(out), format="parquet", models={
+        "a": TINY, "t": "torch_heads:linear_head@a/output", "o": f"{head_onnx}@a/output"}, **RUN)
+    with gristmill.open(str(out)) as result:
+        assert sorted(result.outputs) == ["a/output", "o/y", "t/output"]
+        a, t, o = (np.asarray(result[k][:]) for k in ("a/output", "t/output", "o/y"))
+    assert len(a) == len(names)
+    with torch.no_grad():
+        expected = linear_head()(torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(t, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(o, expected, atol=1e-5, rtol=0)

@@ -12,7 +12,13 @@ their segments, then the heads on the rows they read, in dependency order, and r
 outputs as ``NAME/OUTPUT``. Each model runs at the job's precision where its backend can (fp32
 otherwise), with the worker's threads (they run one after another), and maps the weights the
 driver saved for it (``share_weights``: one file per model, listed in one JSON file, so the
-worker plan keeps one path). ``seconds`` holds each model's time, for the calibration's split.
+worker plan keeps one path). ``seconds`` holds each model's time, for the calibration's split
+and the report. With ``--modality image+text`` each image model with a text tower is *paired*: its
+row also holds a token slot for the sample's caption (``loader.pairs``) and it runs both towers
+(``pairs.Towers``), adding ``NAME/text_embeds`` and ``NAME/clip_score``.
+
+``composite`` is the worker's model for such a job, or for one dual encoder's pairs
+(``pairs.PairModel``); each offers ``fill`` (what its loaders write) and ``take_seconds``.
 """
 
 from __future__ import annotations
