@@ -150,7 +150,8 @@ def test_append_and_resume_with_several_models(png_tree, onnx_net, tmp_path):
 
 
 def test_torch_and_onnx_heads(png_tree, tmp_path):
-    """A torch module and an ONNX model as heads get the input model's rows as an array."""
+    """A torch module and an ONNX model as heads get the input model's rows as an array; a head
+    may read a head."""
     import torch
     from torch_heads import linear_head
 
@@ -161,12 +162,14 @@ def test_torch_and_onnx_heads(png_tree, tmp_path):
                       dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
     out = tmp_path / "out"
     gristmill.run([str(root)], str(out), format="parquet", models={
-        "a": TINY, "t": "torch_heads:linear_head@a/output", "o": f"{head_onnx}@a/output"}, **RUN)
+        "a": TINY, "t": "torch_heads:linear_head@a/output", "o": f"{head_onnx}@a/output",
+        "s": "multi_models:Score@t/output"}, outputs=["a/output", "t/output", "o/y", "s/score"],
+        **RUN)  # s: a head on a head
     with gristmill.open(str(out)) as result:
-        assert sorted(result.outputs) == ["a/output", "o/y", "t/output"]
-        a, t, o = (np.asarray(result[k][:]) for k in ("a/output", "t/output", "o/y"))
+        a, t, o, s = (np.asarray(result[k][:]) for k in ("a/output", "t/output", "o/y", "s/score"))
     assert len(a) == len(names)
     with torch.no_grad():
         expected = linear_head()(torch.from_numpy(a)).numpy()
     np.testing.assert_allclose(t, expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(o, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(s, score(t), atol=1e-5, rtol=1e-6)
