@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from .engines import base as engines
 from .engines.base import Backend
 from .errors import JobFailed, SpecError
 from .job import prepare
+from .named import parse_model
 from .outdir import JobState
 from .prepared import PreparedJob
 from .progress import Report, Tracker
@@ -38,14 +40,18 @@ log = logging.getLogger(__name__)
 
 def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
         model: str | type | ModelSpec = "efficientnet-lite0", outputs: Sequence[str] = (),
-        preprocess: Preprocess | None = None, **options: Any) -> Report:
+        preprocess: Preprocess | None = None,
+        models: dict[str, str | type | ModelSpec] | None = None, **options: Any) -> Report:
     """Run a model over every input of ``sources`` into ``out``; returns the run's ``Report``.
 
     ``model`` is a reference (``--model``'s forms), a ``ModelSpec``, or a callable class (Ray
     Data's way, see ``gristmill.models.classes``) defined in an importable module.
     ``sources`` may also be a ready ``JobSpec`` (then ``out`` and the rest are ignored). Options are
     the ``JobSpec`` fields (``batch_size``, ``shard_size``, ``workers``, ``device``, ``overwrite``,
-    ...). Rerunning the same call resumes. Raises ``SpecError`` for a bad job (nothing started) and
+    ...). ``models`` runs several models in one pass: ``{"clip": "hf:./clip", "nsfw":
+    "nsfw.onnx", "aesthetic": "heads:Aesthetic@clip/image_embeds"}`` (a ``ModelSpec`` value
+    carries its own ``preprocess`` overrides), outputs ``NAME/OUTPUT``. Rerunning the same call
+    resumes. Raises ``SpecError`` for a bad job (nothing started) and
     ``JobFailed`` when shards failed every attempt (committed shards are kept).
     """
     if isinstance(sources, JobSpec):
@@ -56,7 +62,8 @@ def run(sources: Sequence[str] | str | JobSpec, out: str | None = None, *,
         spec = JobSpec(
             sources=(sources,) if isinstance(sources, str) else tuple(sources), out=out,
             model=model if isinstance(model, ModelSpec) else ModelSpec(ref=model_ref(model)),
-            outputs=tuple(outputs), preprocess=preprocess or Preprocess(), **options)
+            models=named_models(models or {}), outputs=tuple(outputs),
+            preprocess=preprocess or Preprocess(), **options)
     return execute(spec)
 
 
@@ -68,6 +75,18 @@ def model_ref(model: str | type) -> str:
         raise SpecError(f"model class {model.__qualname__} must be defined at the top level of an "
                         "importable module: worker processes import it by name")
     return f"{model.__module__}:{model.__qualname__}"
+
+
+def named_models(models: dict[str, str | type | ModelSpec]) -> tuple[ModelSpec, ...]:
+    """``run(models=...)``'s dict as named ``ModelSpec``s (``REF@OTHER/OUTPUT``: a head)."""
+    found = []
+    for name, model in models.items():
+        if isinstance(model, ModelSpec):
+            found.append(dataclasses.replace(model, name=name))
+            continue
+        _, ref, source = parse_model(f"{name}={model_ref(model)}")
+        found.append(ModelSpec(ref=ref, name=name, input=source))
+    return tuple(found)
 
 
 def execute(spec: JobSpec, command: str | None = None) -> Report:
@@ -166,7 +185,7 @@ def refresh_view(state: JobState) -> str:
     """Rebuild the format's view over every committed shard of the job, in id order."""
     state = state.refreshed()
     attrs = {"complete": state.complete, "shards": len(state.shards),
-             "committed_shards": len(state.done), "model": state.spec.model.ref}
+             "committed_shards": len(state.done), "model": state.spec.model_label}
     return state.sink.refresh_view(state.store, state.committed, state.spec.outputs, attrs)
 
 

@@ -20,11 +20,13 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import logs, sinks
 from .engines.base import BACKENDS
 from .errors import GristmillError, JobFailed, SpecError
+from .named import parse_model, split_named
 from .spec import JobSpec, ModelSpec, Preprocess
 
 log = logging.getLogger("gristmill.cli")
@@ -113,13 +115,17 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="output folder, or s3://bucket/prefix (with --format parquet or npy)")
     run.add_argument("--format", choices=sinks.FORMATS, default=sinks.DEFAULT_FORMAT,
                      help="hdf5: features.h5 view; parquet: one table; npy: arrays + metadata")
-    run.add_argument("--model", default="efficientnet-lite0",
+    run.add_argument("--model", action="append", metavar="[NAME=]REF",
                      help="bundled name, .onnx/.pt/.pt2/.prototxt file, hf:SNAPSHOT, "
-                     "package.module:factory or package.module:Class (callable class)")
-    run.add_argument("--weights", help="Caffe .caffemodel, or a state dict (.safetensors or "
-                     "torch) for a factory model")
+                     "package.module:factory or package.module:Class (callable class); "
+                     "several models in one pass: NAME=REF each time (outputs NAME/OUTPUT), "
+                     "NAME=REF@OTHER/OUTPUT for a head fed OTHER's output rows")
+    run.add_argument("--weights", action="append", metavar="[NAME=]PATH",
+                     help="Caffe .caffemodel, or a state dict (.safetensors or torch) for a "
+                     "factory model")
     run.add_argument("--outputs", default="",
-                     help="comma-separated outputs to store (default: the model's own outputs)")
+                     help="comma-separated outputs to store (default: the model's own outputs; "
+                     "NAME/OUTPUT with several models)")
     run.add_argument("--batch-size", type=_positive, help="default: 32 on CPU, 128 on GPU")
     run.add_argument("--shard-size", type=int, default=1024, help="inputs per output shard")
     run.add_argument("--workers", type=int, default=0, help="default: one per GPU, or 1 on CPU")
@@ -128,9 +134,11 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
     run.add_argument("--threads", type=int, default=0, help="model threads per worker")
     run.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                      help="run torch models under autocast at this precision (outputs: float32)")
-    run.add_argument("--modality", choices=["image", "text"], default="image",
+    run.add_argument("--modality", choices=["image", "text", "image+text"], default="image",
                      help="text: embed captions (a text file's lines, or a Parquet "
-                          "--text-column) with a dual encoder's text tower (hf: CLIP, SigLIP)")
+                          "--text-column) with a dual encoder's text tower (hf: CLIP, SigLIP); "
+                          "image+text: both towers on image-caption pairs (tars, Parquet), "
+                          "with clip_score")
     run.add_argument("--normalize", action="store_true",
                      help="store embeddings (image_embeds, text_embeds) as unit vectors")
     run.add_argument("--overwrite", action="store_true", help="replace another job's output")
@@ -138,18 +146,25 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="list the sources again; only inputs new to OUT get new shards")
     run.add_argument("--retry-errors", action="store_true",
                      help="compute again the inputs recorded in errors (their rows are replaced)")
-    pre = run.add_argument_group("preprocessing (default: the model's preset)")
-    pre.add_argument("--resize", type=_size, help="shorter side N, or exact HxW")
-    pre.add_argument("--crop", type=_hw, help="centre crop HxW (or N)")
-    pre.add_argument("--mean", type=_floats, help="per-channel mean in 0..255 units, model order")
-    pre.add_argument("--std", type=_floats, help="per-channel divisor in 0..255 units")
-    pre.add_argument("--scale", type=float, help="multiply after mean subtraction (1/std)")
-    pre.add_argument("--mean-file", help="Caffe .binaryproto mean image")
+    pre = run.add_argument_group("preprocessing (default: the model's preset; NAME=VALUE for "
+                                 "one of several models)")
+    pre.add_argument("--resize", type=_named(_size), action="append",
+                     help="shorter side N, or exact HxW")
+    pre.add_argument("--crop", type=_named(_hw), action="append", help="centre crop HxW (or N)")
+    pre.add_argument("--mean", type=_named(_floats), action="append",
+                     help="per-channel mean in 0..255 units, model order")
+    pre.add_argument("--std", type=_named(_floats), action="append",
+                     help="per-channel divisor in 0..255 units")
+    pre.add_argument("--scale", type=_named(float), action="append",
+                     help="multiply after mean subtraction (1/std)")
+    pre.add_argument("--mean-file", action="append", help="Caffe .binaryproto mean image")
     order = pre.add_mutually_exclusive_group()
     order.add_argument("--bgr", dest="channel_order", action="store_const", const="BGR")
     order.add_argument("--rgb", dest="channel_order", action="store_const", const="RGB")
-    pre.add_argument("--layout", choices=["NCHW", "NHWC"])
-    pre.add_argument("--resample", choices=["bilinear", "bicubic"], help="resize filter")
+    pre.add_argument("--layout", type=_named(_choice("NCHW", "NHWC")), action="append",
+                     help="NCHW or NHWC")
+    pre.add_argument("--resample", type=_named(_choice("bilinear", "bicubic")), action="append",
+                     help="resize filter: bilinear or bicubic")
     ops = run.add_argument_group("operations")
     ops.add_argument("--max-attempts", type=int, default=3, help="tries per shard before failing")
     ops.add_argument("--stall-timeout", type=float, default=600.0,
@@ -178,7 +193,8 @@ def _job_options(run: argparse.ArgumentParser, *, out_required: bool) -> None:
                      help="Parquet: the column naming rows (default: key, else <file>:<row>)")
     src.add_argument("--text-column", default="",
                      help="Parquet, --modality text: the column of captions (default: "
-                          "caption/text/txt)")
+                          "caption/text/txt); --modality image+text: the captions' column or "
+                          "tar .json field (default: caption, or a tar's .txt member)")
     src.add_argument("--keep-columns", default="",
                      help="comma-separated metadata carried next to the outputs (Parquet "
                           "columns; tar .txt/.cls members or .json fields)")
@@ -202,23 +218,86 @@ def _log_setup(args: argparse.Namespace) -> logs.LogSetup:
     return logs.LogSetup(level, args.log_file)
 
 
+def _named(parse: Callable[[str], Any]) -> Callable[[str], tuple[str, Any]]:
+    """A per-model option's value: ``NAME=VALUE`` or a plain ``VALUE`` (every model)."""
+    def named_value(text: str) -> tuple[str, Any]:
+        try:
+            name, value = split_named(text, "option")
+        except SpecError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return name, parse(value)
+
+    named_value.__name__ = getattr(parse, "__name__", "value")  # argparse's error names it
+    return named_value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def choice(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(choices)}, got {text!r}")
+        return text
+
+    return choice
+
+
+def _per_model(args: argparse.Namespace, names: set[str]) -> dict[str, dict[str, Any]]:
+    """The preprocessing and weights options as {model name ("" for all): {field: value}}; a
+    later value wins, as for any repeated option."""
+    found: dict[str, dict[str, Any]] = {}
+    for flag in ("resize", "crop", "mean", "std", "scale", "layout", "resample"):
+        for name, value in getattr(args, flag) or ():
+            found.setdefault(name, {})[flag] = value
+    for flag in ("weights", "mean_file"):
+        for text in getattr(args, flag) or ():
+            name, value = split_named(text, flag.replace("_", "-"))
+            name, value = (name, value) if name in names else ("", text)  # a path with '='
+            found.setdefault(name, {})[flag] = value
+    unknown = sorted(set(found) - names - {""})
+    if unknown:
+        raise SpecError(f"{unknown[0]}=...: no --model is named {unknown[0]!r}")
+    for options in found.values():
+        scale = options.pop("scale", None)
+        if scale is not None:
+            if "std" in options:
+                raise SpecError("give --std or --scale, not both")
+            if scale == 0:
+                raise SpecError("--scale must not be zero")
+            options["std"] = (1.0 / scale,) * 3
+    return found
+
+
+def _models(args: argparse.Namespace) -> tuple[ModelSpec, tuple[ModelSpec, ...], Preprocess]:
+    """(the model, the named models, the job's preprocessing) from the command line."""
+    parsed = [parse_model(ref) for ref in args.model or ["efficientnet-lite0"]]
+    several = len(parsed) > 1 or bool(parsed[0][0])
+    options = _per_model(args, {p[0] for p in parsed if p[0]} if several else set())
+    common = options.get("", {})
+    pre_fields = {f.name for f in dataclasses.fields(Preprocess)}
+    preprocess = Preprocess(channel_order=args.channel_order,
+                            **{k: v for k, v in common.items() if k in pre_fields})
+    flags = dict(trusted_pickle=args.trusted_pickle, normalize=args.normalize,
+                 allow_python_layers=args.allow_python_layers)
+    if not several:
+        return (ModelSpec(ref=parsed[0][1], weights=common.get("weights"),
+                          mean_file=common.get("mean_file"), **flags), (), preprocess)
+    if common.get("weights") or common.get("mean_file"):
+        raise SpecError("with several models give --weights NAME=PATH (--mean-file NAME=PATH)")
+    models = []
+    for name, ref, source in parsed:
+        own = options.get(name, {})
+        pre = Preprocess(**{k: v for k, v in own.items() if k in pre_fields})
+        models.append(ModelSpec(ref=ref, name=name, input=source, weights=own.get("weights"),
+                                mean_file=own.get("mean_file"), **flags,
+                                preprocess=pre if pre != Preprocess() else None))
+    return ModelSpec(), tuple(models), preprocess
+
+
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
-    std = args.std
-    if args.scale is not None:
-        if std is not None:
-            raise SpecError("give --std or --scale, not both")
-        if args.scale == 0:
-            raise SpecError("--scale must not be zero")
-        std = (1.0 / args.scale,) * 3
+    model, models, preprocess = _models(args)
     return JobSpec(
-        sources=tuple(args.sources), out=args.out or "",
-        model=ModelSpec(ref=args.model, weights=args.weights, mean_file=args.mean_file,
-                        trusted_pickle=args.trusted_pickle, normalize=args.normalize,
-                        allow_python_layers=args.allow_python_layers),
+        sources=tuple(args.sources), out=args.out or "", model=model, models=models,
         outputs=tuple(o.strip() for o in args.outputs.split(",") if o.strip()),
-        preprocess=Preprocess(resize=args.resize, crop=args.crop, mean=args.mean, std=std,
-                              channel_order=args.channel_order, layout=args.layout,
-                              resample=args.resample),
+        preprocess=preprocess,
         batch_size=args.batch_size or 0, shard_size=args.shard_size, workers=args.workers,
         device=args.device, loaders=args.loaders, threads=args.threads,
         precision=args.precision, format=args.format, append=args.append,

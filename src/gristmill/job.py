@@ -19,6 +19,7 @@ from typing import Any
 
 from . import increment, ledger, models, outdir, sinks
 from .errors import SpecError
+from .models import multi
 from .outdir import JobState
 from .prepared import PreparedJob, WorkerPlan
 from .sources import InputList, list_inputs, storage
@@ -110,6 +111,12 @@ def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
     machine's for ``spec.device``.
     """
     spec.check()
+    if spec.models or spec.modality == "image+text":  # several models, or both towers
+        spec = multi.resolve(spec, cache)
+        devices = devices or resolve_devices(spec.device)
+        batch = spec.batch_size or (32 if devices[0] == "cpu" else 128)
+        return dataclasses.replace(spec, batch_size=batch, out=spec.out if is_remote(spec.out)
+                                   else os.path.abspath(spec.out)), devices
     info = models.describe(spec.model, cache, spec.modality)
     outputs = models.check_outputs(spec.outputs, info, spec.model.ref)
     # text is tokenized by the model's tokenizer: image preprocessing stays unset
@@ -175,11 +182,13 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     ledger.remove_stale_temps(spec.out, folders)
     shared = None
     if state.pending and devices[0] == "cpu":
-        shared = models.share_weights(spec.model, cache_dir, cache, spec.outputs)
+        shared = (multi.share_all(spec, cache_dir, cache) if spec.models
+                  else models.share_weights(spec.model, cache_dir, cache, spec.outputs))
     if state.pending and calibrates and needs_calibration(spec, devices):
         if settle is not None:
             settle()
-        rates = calibrate(spec, state.inputs, cpu_count(), cache=cache)
+        rates = (multi.calibrate if spec.models else calibrate)(spec, state.inputs,
+                                                                 cpu_count(), cache=cache)
         workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]

@@ -15,6 +15,7 @@ from typing import Any
 from . import ledger, models
 from .engines.base import calibrates
 from .job import cpu_count, job_identity, job_state, needs_calibration, plan_workers, resolve
+from .models import multi
 from .sources import display_name, list_inputs
 from .spec import JobSpec
 from .store import Store
@@ -49,15 +50,16 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     rates: tuple[float | None, float | None] = (None, None)
     started = time.perf_counter()
     if calibrates(spec) and devices[0] == "cpu" and pending and spec.modality == "image":
-        rates = calibrate(spec, inputs, cpu_count(), cache=cache)
+        rates = (multi.calibrate if spec.models else calibrate)(spec, inputs, cpu_count(),
+                                                                 cache=cache)
         if needs_calibration(spec, devices):
             workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
     calibration = time.perf_counter() - started
     preparing = time.perf_counter() - begun  # what a run does before its workers start
     timing = None
     if rates[1]:  # the budget's rates are per core at batch 2; a worker runs its own batch
-        timing = time_model(spec, workers[0].threads, min(spec.batch_size, MAX_TIMED_BATCH),
-                            cache)
+        timed = multi.time_model if spec.models else time_model
+        timing = timed(spec, workers[0].threads, min(spec.batch_size, MAX_TIMED_BATCH), cache)
     cache.clear()
     estimate = _estimate(workers, rates, sum(len(s) for s in pending), timing,
                          min(spec.batch_size, MAX_TIMED_BATCH))
@@ -67,7 +69,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
         "shard_size": spec.shard_size, "committed_shards": len(state.done),
         "pending_shards": len(pending), "pending_items": sum(len(s) for s in pending),
         "sample": [display_name(inputs.raw(i)) for i in range(min(SAMPLE, len(inputs)))],
-        "model": spec.model.ref, "engine": spec.engine, "batch_size": spec.batch_size,
+        "model": spec.model_label, "engine": spec.engine, "batch_size": spec.batch_size,
         "workers": [{"device": w.device, "threads": w.threads, "loaders": w.loaders,
                      "turns": w.turns} for w in workers],
         "decode_rate_per_core": rates[0], "model_rate_per_core": rates[1],

@@ -254,7 +254,21 @@ def _utilisation_section(procs: list[Process]) -> str:
     if not rows:
         return "<p>No worker became ready.</p>"
     return (f'<p class="verdict">{esc(bottleneck(procs))}</p>'
-            + stacked_bars(rows, label="fraction of time per process"))
+            + stacked_bars(rows, label="fraction of time per process") + _model_shares(procs))
+
+
+def _model_shares(procs: list[Process]) -> str:
+    """Each model's share of the model time, for a job of several models (``model:NAME``)."""
+    spent: dict[str, float] = collections.defaultdict(float)
+    for p in procs:
+        for key, value in p.seconds.items():
+            if key.startswith(MODEL_PREFIX):
+                spent[key[len(MODEL_PREFIX):]] += value
+    total = sum(spent.values())
+    if not total:
+        return ""
+    shares = ", ".join(f"{k} {v / total:.0%}" for k, v in spent.items())
+    return f'<p id="models">Model time by model: {esc(shares)}</p>'
 
 
 def _errors_section(state: JobState | None, runs: list[Run]) -> str:
@@ -282,6 +296,7 @@ def _errors_section(state: JobState | None, runs: list[Run]) -> str:
     return "".join(parts)
 
 
+MODEL_PREFIX = "model:"  # a receipt's seconds of one model of several (engines/runner.py)
 # nothing may be fetched or run: a page that tried would log a console error (the test looks)
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 CSS = """body{font-family:sans-serif;margin:24px;max-width:980px;color:#222}

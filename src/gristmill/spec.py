@@ -25,7 +25,7 @@ EngineName = str  # a key of engines.base.BACKENDS
 Precision = Literal["fp32", "fp16", "bf16"]
 Resample = Literal["bilinear", "bicubic"]
 OutputFormat = str  # a key of sinks.SINKS
-Modality = Literal["image", "text"]
+Modality = Literal["image", "text", "image+text"]
 
 SPEC_VERSION = 1
 _CREDENTIALS = re.compile(r"^[a-zA-Z][\w+.\-]*://[^/@]*@")
@@ -121,6 +121,10 @@ class ModelSpec:
     embedding outputs (``image_embeds``, ``text_embeds``) unit vectors, where the backend has them.
     ``allow_python_layers`` lets a Caffe net's ``type: "Python"`` layers import and run their
     modules (off: refused).
+
+    In a job of several models (``JobSpec.models``) each has a ``name`` (its outputs are stored as
+    ``NAME/OUTPUT``), its own ``preprocess`` overrides (None: the job's and the preset's), and a
+    head has an ``input``: ``OTHER/OUTPUT``, another model's output rows, fed instead of pixels.
     """
 
     ref: str = "efficientnet-lite0"
@@ -129,6 +133,9 @@ class ModelSpec:
     trusted_pickle: bool = False
     normalize: bool = False
     allow_python_layers: bool = False
+    name: str = ""
+    input: str = ""
+    preprocess: Preprocess | None = None
 
 
 @dataclass(frozen=True)
@@ -172,13 +179,26 @@ class JobSpec:
     # what the inputs are: images, or text (captions: a text file's lines, a Parquet text column)
     modality: Modality = "image"
     text_column: str = ""  # Parquet, --modality text: the captions (default: caption or text)
+    # several named models in one pass (``--model NAME=REF`` given several times); then ``model``
+    # stays unset and ``outputs`` are ``NAME/OUTPUT`` (see ``named.py``)
+    models: tuple[ModelSpec, ...] = ()
 
     def source_options(self) -> dict[str, Any]:
         """The options that tell ``sources.list_inputs`` how to read files, tars and tables."""
-        return {"image_key": self.image_key.lower().lstrip("."), "image_column": self.image_column,
-                "path_column": self.path_column, "key_column": self.key_column,
-                "keep_columns": self.keep_columns, "text_column": self.text_column,
-                "modality": self.modality}
+        options = {"image_key": self.image_key.lower().lstrip("."),
+                   "image_column": self.image_column, "path_column": self.path_column,
+                   "key_column": self.key_column, "keep_columns": self.keep_columns,
+                   "text_column": self.text_column, "modality": self.modality}
+        if self.modality == "image+text":  # images read with their caption carried as a column
+            keep = tuple(dict.fromkeys((*self.keep_columns, self.text_column))) if (
+                self.text_column) else self.keep_columns
+            options |= {"modality": "image", "text_column": "", "keep_columns": keep}
+        return options
+
+    @property
+    def model_label(self) -> str:
+        """The model(s) in words: ``REF``, or ``NAME=REF,...`` for several."""
+        return ",".join(f"{m.name}={m.ref}" for m in self.models) or self.model.ref
 
     def check(self) -> None:
         """Reject values that can never work; raises SpecError with a one-line message."""
@@ -218,11 +238,20 @@ class JobSpec:
             raise SpecError(f"--progress jsonl={self.progress_jsonl}: its folder does not exist")
         if len(set(self.outputs)) != len(self.outputs):
             raise SpecError(f"--outputs names a dataset twice: {','.join(self.outputs)}")
+        if self.models:
+            from .named import check_models
+
+            if self.model != ModelSpec():
+                raise SpecError("give every model a name (--model NAME=REF) or give one --model")
+            check_models(self.models, self.outputs, self.modality)
         self._check_output()
 
     def _check_modality(self) -> None:
-        if self.modality not in ("image", "text"):
-            raise SpecError(f"--modality must be image or text, got {self.modality!r}")
+        if self.modality not in ("image", "text", "image+text"):
+            raise SpecError(f"--modality must be image, text or image+text, got "
+                            f"{self.modality!r}")
+        if self.modality == "image+text":  # images with the preprocessing, captions beside them
+            return
         if self.modality == "image":
             if self.text_column:
                 raise SpecError("--text-column reads captions: give --modality text")
@@ -254,6 +283,8 @@ class JobSpec:
                             f"use {' or '.join('--format ' + f for f in usable)} for object "
                             "storage")
         sink.check(self.outputs, self.keep_columns)
+        if self.models:  # NAME/OUTPUT: each NAME is a group or a folder of the output too
+            sink.check([m.name for m in self.models], self.keep_columns)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files.
@@ -263,18 +294,20 @@ class JobSpec:
         # precision changes the numbers; fp32 is left out so existing jobs keep their identity
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
         reading = {k: v for k, v in self.source_options().items() if v and k != "modality"}
+        if self.modality == "image+text":
+            reading["text_column"] = self.text_column
         if reading:  # left out when unset, so loose-file jobs keep their identity
             extra["reading"] = reading
         if self.modality != "image":  # likewise: image jobs keep their identity
             extra["modality"] = self.modality
         if self.format != DEFAULT_FORMAT:  # likewise: jobs of the first format keep theirs
             extra["format"] = self.format
+        if self.models:  # likewise: one-model jobs keep their identity
+            extra["models"] = [_model_identity(m) for m in self.models]
         return json.loads(json.dumps(extra | {
             "version": SPEC_VERSION,
             # permissions do not change the output (and older jobs keep their identity)
-            "model": {k: v for k, v in _without_defaults(
-                dataclasses.asdict(self.model), {"normalize": (False,)}).items()
-                if k != "allow_python_layers"} | {"trusted_pickle": None},
+            "model": _model_identity(self.model),
             "outputs": list(self.outputs),
             "preprocess": _without_defaults(dataclasses.asdict(self.preprocess),
                                             {"resample": ("bilinear", None)}),
@@ -292,10 +325,28 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         data = dict(data)
-        data["model"] = ModelSpec(**data.get("model", {}))
-        pre = {k: tuple(v) if isinstance(v, list) else v
-               for k, v in data.get("preprocess", {}).items()}
-        data["preprocess"] = Preprocess(**pre)
+        data["model"] = _model_from_dict(data.get("model", {}))
+        data["models"] = tuple(_model_from_dict(m) for m in data.get("models", ()))
+        data["preprocess"] = _preprocess_from_dict(data.get("preprocess", {}))
         for key in ("sources", "outputs", "keep_columns"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
+
+
+def _model_identity(model: ModelSpec) -> dict[str, Any]:
+    # permissions do not change the output (and older jobs keep their identity); so do the
+    # several-model fields left unset
+    defaults = {"normalize": (False,), "name": ("",), "input": ("",), "preprocess": (None,)}
+    return {k: v for k, v in _without_defaults(dataclasses.asdict(model), defaults).items()
+            if k != "allow_python_layers"} | {"trusted_pickle": None}
+
+
+def _preprocess_from_dict(data: dict[str, Any]) -> Preprocess:
+    return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _model_from_dict(data: dict[str, Any]) -> ModelSpec:
+    data = dict(data)
+    if data.get("preprocess") is not None:
+        data["preprocess"] = _preprocess_from_dict(data["preprocess"])
+    return ModelSpec(**data)

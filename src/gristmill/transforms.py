@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import simplejpeg
@@ -40,8 +41,13 @@ def _exif_orientation(data: bytes) -> int:
         return 1
 
 
-def _min_decode_size(pre: Preprocess, h: int, w: int) -> tuple[int, int]:
-    """The smallest (height, width) a reduced decode may produce and still cover the target."""
+def _min_decode_size(pre: Preprocess | Sequence[Preprocess], h: int,
+                     w: int) -> tuple[int, int]:
+    """The smallest (height, width) a reduced decode may produce and still cover the target (of
+    every preprocessing, when several models take their input from one decode)."""
+    if not isinstance(pre, Preprocess):
+        sizes = [_min_decode_size(p, h, w) for p in pre]
+        return max(s[0] for s in sizes), max(s[1] for s in sizes)
     if isinstance(pre.resize, int):
         scale = pre.resize / min(h, w)
         return max(1, int(h * scale)), max(1, int(w * scale))
@@ -63,8 +69,9 @@ def _power_of_two_size(h: int, w: int, th: int, tw: int) -> tuple[int, int]:
     return h, w
 
 
-def decode(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
-    """An upright RGB uint8 array (H, W, 3), decoded no larger than the target needs."""
+def decode(data: bytes, pre: Preprocess | Sequence[Preprocess], max_pixels: int) -> np.ndarray:
+    """An upright RGB uint8 array (H, W, 3), decoded no larger than the target needs (the
+    largest target of several preprocessings)."""
     if data[:2] == b"\xff\xd8":
         try:
             h, w, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -97,7 +104,8 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return np.asarray(img.transpose(method)) if method is not None else rgb
 
 
-def _decode_pillow(data: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
+def _decode_pillow(data: bytes, pre: Preprocess | Sequence[Preprocess],
+                   max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -139,10 +139,12 @@ def release_memory() -> None:
 
 
 def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
-                   seconds: float = 0.5, *, options: dict[str, Any] | None = None) -> float | None:
+                   seconds: float = 0.5, *, options: dict[str, Any] | None = None,
+                   write: Any = None, shape: tuple[int, ...] = ()) -> float | None:
     """Images/s of one core reading, decoding and preprocessing ``refs`` (None if all fail).
 
-    ``refs`` are ``sources.ItemRef``s (or plain file paths).
+    ``refs`` are ``sources.ItemRef``s (or plain file paths). ``write(data, row)`` (a row of
+    ``shape``) replaces the decode into ``preprocess``'s row (several models' segments).
     """
     import numpy as np
 
@@ -152,7 +154,11 @@ def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
     from .transforms import decode_into
 
     reader = BatchReader(options or {})
-    row = np.empty(preprocess.item_shape(), np.float32)
+    row = np.empty(shape or preprocess.item_shape(), np.float32)
+    if write is None:
+        def write(data: bytes, out: np.ndarray) -> None:
+            decode_into(data, out, preprocess, max_pixels)
+
     done, spent = 0, 0.0
     for ref in refs:
         start = time.perf_counter()
@@ -160,7 +166,7 @@ def measure_decode(refs: list[Any], preprocess: Any, max_pixels: int,
             item = reader.open([ref if isinstance(ref, ItemRef) else ItemRef(Kind.FILE, ref)])[0]
             if isinstance(item, ItemError):
                 continue
-            decode_into(item.data, row, preprocess, max_pixels)
+            write(item.data, row)
         except ItemError:
             continue
         spent += time.perf_counter() - start
@@ -211,7 +217,8 @@ def time_model(spec: Any, threads: int, batch: int, cache: Any = None,
 
 def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
               cache: Any = None) -> tuple[float | None, float | None]:
-    """(decode rate, model rate), per core, from inputs spread over the list and one batch."""
+    """(decode rate, model rate), per core, from inputs spread over the list and one batch (a job
+    of several models: ``models.multi.calibrate``)."""
 
     n = len(inputs)
     picks = sorted({i * n // sample for i in range(sample)}) if n else []

@@ -161,7 +161,7 @@ def test_bad_text_options_are_one_line(snapshots, small_tree, tmp_path) -> None:
           text_column="caption")
     check("--resize is image preprocessing", preprocess=Preprocess(resize=224))
     check("--image-column reads images", image_column="jpg")
-    check("--modality must be image or text", modality="audio")
+    check("--modality must be image, text or image.text", modality="audio")
     spec = JobSpec(sources=(str(captions),), out="o", modality="text", text_column="caption")
     with pytest.raises(SpecError, match="--text-column needs Parquet sources"):
         list_inputs(spec.sources, spec.source_options())

@@ -67,6 +67,7 @@ class ShardRunner:
         self.names = False  # the model's predict takes the batch's input names (capabilities)
         self.turns = Turns(plan.turns_dir, plan.turns) if plan.turns and plan.turns_dir else None
         self.sink = sinks.get(spec.format)
+        self.composite = bool(spec.models) or spec.modality == "image+text"
         self.store = Store(spec.out)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -74,12 +75,19 @@ class ShardRunner:
         from ..models import capabilities, create
         from ..tuning import tune_allocator
 
-        caps = capabilities(self.spec.model)
-        self.model = create(self.spec.model, outputs=self.spec.outputs,
-                            device=self.plan.device, threads=self.plan.threads,
-                            precision=self.spec.precision,
-                            shared_weights=self.plan.shared_weights,
-                            preprocess=self.spec.preprocess, modality=self.spec.modality)
+        if self.composite:  # several models or both towers, one decode (models/multi.py)
+            from ..models.multi import composite
+
+            self.model = composite(self.spec, device=self.plan.device, threads=self.plan.threads,
+                                   shared_weights=self.plan.shared_weights)
+            caps = self.model.capabilities
+        else:
+            caps = capabilities(self.spec.model)
+            self.model = create(self.spec.model, outputs=self.spec.outputs,
+                                device=self.plan.device, threads=self.plan.threads,
+                                precision=self.spec.precision,
+                                shared_weights=self.plan.shared_weights,
+                                preprocess=self.spec.preprocess, modality=self.spec.modality)
         self.names = caps.names
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
@@ -100,6 +108,8 @@ class ShardRunner:
 
     def _fill(self) -> tuple[Any, tuple[int, ...], str]:
         """What the loaders fill slots with: (fill, item shape, dtype) for the job's modality."""
+        if self.composite:
+            return self.model.fill(self.inputs.reader_options)
         if self.spec.modality == "text":
             from ..loader.text import TextFill
             from ..models import text_encoding
@@ -149,6 +159,10 @@ class ShardRunner:
             result = self._predict(self.pool.ring.view(filled.slot)[:len(filled.ok)],
                                    self._names(entry, index, filled.ok)) if filled.ok else {}
             entry.seconds["model"] += time.perf_counter() - start
+            if self.composite:  # each model's share, for the report
+                for name, spent in self.model.take_seconds().items():
+                    key = f"model:{name}"
+                    entry.seconds[key] = entry.seconds.get(key, 0.0) + spent
         except Exception as exc:
             self.pool.free.put(filled.slot)
             self.inflight.pop(shard_id)

@@ -185,7 +185,15 @@ class Result:
 
     @property
     def outputs(self) -> dict[str, h5py.Dataset]:
-        return {k: v for k, v in self.file.items() if k not in RESERVED}
+        found: dict[str, h5py.Dataset] = {}
+        for key, value in self.file.items():
+            if key in RESERVED:
+                continue
+            if isinstance(value, h5py.Group):  # several models: NAME/OUTPUT
+                found |= {f"{key}/{k}": v for k, v in value.items()}
+            else:
+                found[key] = value
+        return found
 
     @property
     def columns(self) -> dict[str, np.ndarray]:

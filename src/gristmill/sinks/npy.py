@@ -39,11 +39,12 @@ class NpySink:
         return [METADATA, *outputs]
 
     def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
-        nested = [o for o in outputs if "/" in o]
+        # NAME/OUTPUT (several models) is a folder per model holding a folder per output
+        nested = [o for o in outputs if any(p in ("", ".", "..") for p in o.split("/"))]
         if nested:
             raise SpecError(f"--format npy stores each output in a folder of its name; "
                             f"{nested[0]!r} is not a folder name (choose --format parquet or hdf5)")
-        bad = [o for o in outputs if o in RESERVED]
+        bad = [o for o in outputs if o.split("/")[0] in RESERVED]
         if bad:
             raise SpecError(f"--format npy stores each output in a folder of its name; "
                             f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
