@@ -14,7 +14,16 @@ from typing import Any
 
 from . import ledger, models
 from .engines.base import calibrates
-from .job import cpu_count, job_identity, job_state, needs_calibration, plan_workers, resolve
+from .job import (
+    ONE_BATCH_RATES,
+    cpu_count,
+    job_identity,
+    job_state,
+    needs_calibration,
+    one_batch,
+    plan_workers,
+    resolve,
+)
 from .models import multi
 from .sources import display_name, list_inputs
 from .spec import JobSpec
@@ -52,8 +61,10 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     if calibrates(spec) and devices[0] == "cpu" and pending and spec.modality == "image":
         rates = (multi.calibrate if spec.models else calibrate)(spec, inputs, cpu_count(),
                                                                  cache=cache)
-        if needs_calibration(spec, devices):
-            workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+        if needs_calibration(spec, devices):  # as the run decides (the estimate needs the rates)
+            workers = plan_workers(spec, devices, spec.batch_size,
+                                   rates=(ONE_BATCH_RATES if one_batch(spec, state.items_pending)
+                                          else rates))
     calibration = time.perf_counter() - started
     preparing = time.perf_counter() - begun  # what a run does before its workers start
     timing = None

@@ -51,3 +51,18 @@ def test_precision_is_part_of_the_identity_only_when_not_fp32() -> None:
     assert JobSpec(sources=("x",), out="o", precision="bf16").identity()["precision"] == "bf16"
     with pytest.raises(SpecError):
         JobSpec(sources=("x",), out="o", precision="fp8").check()  # type: ignore[arg-type]
+
+
+def test_a_job_of_one_batch_is_not_calibrated_and_gives_the_model_every_core(
+        two_cores: None, small_tree, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe of decodes and a model batch costs more than a one-batch job could gain."""
+    root, names = small_tree
+    probes = []
+    monkeypatch.setattr(job, "calibrate", lambda *a, **k: probes.append(1) or (300.0, 8.0))
+    spec = JobSpec(sources=(str(root),), out=str(tmp_path / "one"), device="cpu",
+                   batch_size=len(names))
+    (plan,) = job.prepare(spec).workers
+    assert probes == [] and (plan.threads, plan.loaders) == (2, 1)
+    job.prepare(JobSpec(sources=(str(root),), out=str(tmp_path / "two"), device="cpu",
+                        batch_size=len(names) - 1))
+    assert probes == [1]  # two batches: calibrated
