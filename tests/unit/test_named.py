@@ -82,3 +82,8 @@ def test_heads_run_after_their_input() -> None:
     models = [ModelSpec(name="h2", input="h1/o"), ModelSpec(name="h1", input="a/o"),
               ModelSpec(name="a")]
     assert [m.name for m in order(models)] == ["a", "h1", "h2"]
+
+
+def test_an_unnamed_model_given_twice_is_the_last_one_as_before() -> None:
+    spec = args("--model", "a.onnx", "--model", "b.onnx")
+    assert (spec.model.ref, spec.models) == ("b.onnx", ())
