@@ -72,6 +72,18 @@ def choose_budget(cores: int, decode_rate: float | None, model_rate: float | Non
     per_worker = max(1, cores // count)
     t = threads or max(1, min(MAX_THREADS, round(per_worker * (1.0 - share))))
     ld = loaders or max(1, round(per_worker * share))
+    if not loaders and decode_rate and model_rate and decode_rate > 0 and model_rate > 0:
+        # rounding can starve the loaders of a small machine: on 2 cores a decode share of 0.74
+        # rounds to one loader, 35 % under the bound (two cheap models over 1080p JPEGs). One
+        # loader more than the split (the model's thread yields its core while it waits for
+        # batches) is taken when it is worth 10 % or more
+        bound = per_worker * combined_bound(1, decode_rate, model_rate)
+
+        def rate(n: int) -> float:
+            return min(n * decode_rate, t * model_rate, bound)
+
+        if rate(ld + 1) >= 1.1 * rate(ld):
+            ld += 1
     return Budget(count, t, ld, slots or ld + 2)
 
 

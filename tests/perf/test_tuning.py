@@ -17,6 +17,13 @@ def test_decode_bound_gives_the_loaders_most_cores() -> None:
     assert b.workers == 1 and b.loaders == 6 and b.threads == 2
 
 
+def test_a_decode_share_that_rounds_to_one_loader_gets_a_second_one() -> None:
+    # two cheap models over 1080p JPEGs on 2 cores: decode 194, models 671 img/s/core (share
+    # 0.78 is fine, 0.74 rounded to one loader: 194 img/s where the bound is 301)
+    assert choose_budget(2, 194.0, 580.0) == Budget(workers=1, threads=1, loaders=2, slots=4)
+    assert choose_budget(2, 194.0, 671.0) == Budget(workers=1, threads=1, loaders=2, slots=4)
+
+
 def test_balanced_two_cores_split_evenly() -> None:
     b = choose_budget(2, 100.0, 70.0)
     assert (b.workers, b.threads, b.loaders) == (1, 1, 1)
