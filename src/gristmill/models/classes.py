@@ -78,18 +78,20 @@ def as_pixels(pre: Preprocess) -> bool:
     return mean == (0.0,) * 3 and std == (1.0,) * 3
 
 
-def call(instance: Any, image: np.ndarray, names: list[str], ref: str) -> dict[str, np.ndarray]:
-    """``instance({"image", "name"})`` with its outputs checked: a dict of N-row arrays."""
-    result = instance({"image": image, "name": np.array(names, dtype=str)})
+def call(instance: Any, image: np.ndarray, names: list[str], ref: str, *,
+         key: str = "image") -> dict[str, np.ndarray]:
+    """``instance({key: rows, "name": names})`` with its outputs checked: a dict of N-row
+    arrays (``key`` is ``image`` for pixels, ``input`` for a head's rows)."""
+    result = instance({key: image, "name": np.array(names, dtype=str)})
     if not isinstance(result, dict):
         raise TypeError(f"model {ref} returned {type(result).__name__}, not a dict of arrays")
     out = {}
-    for key, value in result.items():
+    for name, value in result.items():
         array = np.asarray(value)
         if array.ndim == 0 or array.shape[0] != len(image):
-            raise ValueError(f"model {ref}: output {key!r} has shape {array.shape}, "
+            raise ValueError(f"model {ref}: output {name!r} has shape {array.shape}, "
                              f"expected {len(image)} rows")
-        out[str(key)] = array
+        out[str(name)] = array
     return out
 
 

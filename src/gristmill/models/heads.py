@@ -95,17 +95,9 @@ def _instance(spec: ModelSpec, cache: ModelCache | None) -> Any:
 
 def call(instance: Any, rows: np.ndarray, names: list[str], ref: str) -> dict[str, np.ndarray]:
     """``instance({"input", "name"})`` with its outputs checked: a dict of n-row arrays."""
-    result = instance({"input": rows, "name": np.array(names, dtype=str)})
-    if not isinstance(result, dict):
-        raise TypeError(f"model {ref} returned {type(result).__name__}, not a dict of arrays")
-    out = {}
-    for key, value in result.items():
-        array = np.asarray(value)
-        if array.ndim == 0 or array.shape[0] != len(rows):
-            raise ValueError(f"model {ref}: output {key!r} has shape {array.shape}, "
-                             f"expected {len(rows)} rows")
-        out[str(key)] = array
-    return out
+    from .classes import call as call_class
+
+    return call_class(instance, rows, names, ref, key="input")
 
 
 @dataclass

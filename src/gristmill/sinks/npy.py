@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecError
-from ..marker import IndexedError, Marker
+from ..marker import Marker
 from ..store import Store
 from . import table as tb
-from .base import ErrorRow, Writer, check_columns, check_names, marker_error_rows
-from .parquet import ERRORS_FILE, read_tables, refresh_errors
+from .base import ErrorRow, Writer, check_columns, check_names
+from .parquet import ERRORS_FILE, ErrorsView, read_tables
 
 METADATA = "metadata"
 # each output is a folder of OUT: not one of OUT's own names
 RESERVED = frozenset({METADATA, "shards", "parquet", "errors", ".cache", "runs"})
 
 
-class NpySink:
+class NpySink(ErrorsView):
     format = "npy"
     view = f"<output>/*.npy + {METADATA}/*.parquet ({ERRORS_FILE})"
     view_files = (ERRORS_FILE,)
@@ -64,19 +64,9 @@ class NpySink:
         parts[f"{METADATA}/{shard_name}.parquet"] = lambda path: tb.write_parquet(path, table)
         return parts
 
-    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
-        return marker_error_rows(marker)
-
-    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
-                     attrs: dict[str, Any]) -> str:
-        return refresh_errors(store, markers, attrs)
-
     def open(self, store: Store, markers: Sequence[Marker],
              outputs: Sequence[str]) -> tb.TableResult:
         return read_tables(store, markers, outputs, _shard)
-
-    def open_file(self, path: str) -> None:
-        return None  # the view holds errors only: open the OUT folder
 
 
 def _save(path: str, array: np.ndarray) -> None:

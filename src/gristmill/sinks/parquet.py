@@ -32,7 +32,22 @@ FOLDER = "parquet"
 ERRORS_FILE = "errors.parquet"
 
 
-class ParquetSink:
+class ErrorsView:
+    """What the Parquet and npy sinks share: error rows only in the markers, and the view,
+    ``errors.parquet``, rebuilt from them (no data file is read)."""
+
+    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
+        return marker_error_rows(marker)
+
+    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
+                     attrs: dict[str, Any]) -> str:
+        return refresh_errors(store, markers, attrs)
+
+    def open_file(self, path: str) -> None:
+        return None  # the view holds errors only: open the OUT folder
+
+
+class ParquetSink(ErrorsView):
     format = "parquet"
     view = f"{FOLDER}/*.parquet ({ERRORS_FILE})"
     view_files = (ERRORS_FILE,)
@@ -52,20 +67,10 @@ class ParquetSink:
         table = tb.shard_table(names, outputs, columns)
         return {f"{FOLDER}/{shard_name}.parquet": lambda path: tb.write_parquet(path, table)}
 
-    def error_rows(self, store: Store, marker: Marker) -> list[IndexedError]:
-        return marker_error_rows(marker)
-
-    def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
-                     attrs: dict[str, Any]) -> str:
-        return refresh_errors(store, markers, attrs)
-
     def open(self, store: Store, markers: Sequence[Marker],
              outputs: Sequence[str]) -> tb.TableResult:
         return read_tables(store, markers, outputs,
                            lambda store, marker, keys: _shard(store, marker))
-
-    def open_file(self, path: str) -> None:
-        return None  # the view holds errors only: open the OUT folder
 
 
 def _shard(store: Store, marker: Marker) -> Any:
