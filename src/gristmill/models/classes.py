@@ -123,6 +123,7 @@ class ClassModel:
     outputs: tuple[str, ...]
     pixels: bool
     instance: Any = None
+    key: str = "image"  # what the rows are to the class: pixels, or a head's ``input`` rows
 
     def setup(self) -> None:
         if self.instance is None:
@@ -132,7 +133,7 @@ class ClassModel:
         # rows of raw pixels are whole numbers 0..255 in float32: the cast is exact
         image = batch.astype(np.uint8) if self.pixels else batch
         found = call(self.instance, image, names if names is not None else [""] * len(batch),
-                     self.spec.ref)
+                     self.spec.ref, key=self.key)
         missing = [n for n in self.outputs if n not in found]
         if missing:
             raise KeyError(f"model {self.spec.ref} did not return {missing[0]!r}")

@@ -16,7 +16,6 @@ a zero image): the heads' output names are found on a zero row of that shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -100,36 +99,16 @@ def call(instance: Any, rows: np.ndarray, names: list[str], ref: str) -> dict[st
     return call_class(instance, rows, names, ref, key="input")
 
 
-@dataclass
-class ClassHead:
-    """One instance of a callable-class head in one worker."""
-
-    spec: ModelSpec
-    outputs: tuple[str, ...]
-    instance: Any = None
-
-    def setup(self) -> None:
-        if self.instance is None:
-            self.instance = _instance(self.spec, None)
-
-    def predict(self, rows: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        found = call(self.instance, rows, names if names is not None else [""] * len(rows),
-                     self.spec.ref)
-        missing = [n for n in self.outputs if n not in found]
-        if missing:
-            raise KeyError(f"model {self.spec.ref} did not return {missing[0]!r}")
-        return {n: found[n] for n in self.outputs}
-
-    def teardown(self) -> None:
-        self.instance = None
-
-
 def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: int,
            precision: str = "fp32", cache: ModelCache | None = None) -> Any:
     """The head in the process that runs it (``setup`` next); ``cache``: the driver's build."""
     kind = check_kind(spec)
     if kind == "callable":
-        return ClassHead(spec, outputs, _instance(spec, cache) if cache is not None else None)
+        from .classes import ClassModel  # the same model, fed a head's rows, never pixels
+
+        return ClassModel(spec, outputs, pixels=False,
+                          instance=_instance(spec, cache) if cache is not None else None,
+                          key="input")
     if kind == "onnx":
         from . import onnx
 
