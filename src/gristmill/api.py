@@ -25,7 +25,7 @@ from typing import Any
 from . import ledger, outdir, runlog, sinks
 from .engines import base as engines
 from .engines.base import Backend
-from .errors import JobFailed, SpecError
+from .errors import JobFailed, SourceChanged, SpecError
 from .job import prepare
 from .named import parse_model
 from .outdir import JobState
@@ -121,7 +121,7 @@ def _execute(spec: JobSpec, backend: Backend, command: str | None,
 def _run(spec: JobSpec, job: PreparedJob, backend: Backend, command: str,
          lock: dict[str, Any]) -> Report:
     sink = job.state.sink
-    report = Report(out=spec.out, items=len(job.inputs), shards=len(job.shards),
+    report = Report(out=spec.out, items=job.state.items, shards=len(job.shards),
                     shards_skipped=len(job.state.done), resumed=job.resumed, view=sink.view)
     now = time.time()
     run_id = runlog.new_run_id(now)
@@ -131,7 +131,7 @@ def _run(spec: JobSpec, job: PreparedJob, backend: Backend, command: str,
     sinks: list[Any] = [*([runlog.RunLog(spec.out, run_id)] if local else []), *stream]
     pending = sum(len(s) for s in job.pending)
     status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
-              "items": len(job.inputs), "items_pending": pending, "shards": len(job.shards)}
+              "items": job.state.items, "items_pending": pending, "shards": len(job.shards)}
     tracker = Tracker(report, pending, spec.progress, sinks=sinks,
                       status=status if local else None)
     tracker.begin(runlog.start_event(spec, job, run_id, command, now))
@@ -140,7 +140,7 @@ def _run(spec: JobSpec, job: PreparedJob, backend: Backend, command: str,
     try:
         report.shards_failed = backend.engine(job, tracker).run(job.pending)
         outcome = "failed" if report.shards_failed else "complete"
-    except JobFailed:
+    except (JobFailed, SourceChanged):
         outcome = "failed"
         with contextlib.suppress(OSError):  # what was committed stays readable
             refresh_view(job.state)

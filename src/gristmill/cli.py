@@ -88,6 +88,15 @@ def _inspect(out: str) -> int:
             print(f"  {name}: {data.shape} {data.dtype}")
         for name, values in result.columns.items():
             print(f"  column {name}: {len(values)} values")
+    if read_job(out) is not None:
+        from .duplicates import find
+        from .outdir import reopen
+
+        found = find(reopen(out))
+        if found is not None:
+            print(f"  {found.line()}")
+            for d in found.first:
+                print(f"    {d.key!r}: {d.count} copies, in {', '.join(d.containers)}")
     return 0
 
 

@@ -40,3 +40,9 @@ class ItemError(GristmillError):
         super().__init__(f"{stage}: {message}")
         self.stage = stage
         self.message = message
+
+
+class SourceChanged(SpecError):
+    """A container (a tar, a table) is not what it was when the job froze its input list: its
+    size or version changed. Results would mix two versions of it, so the job stops (exit 2);
+    committed shards are kept."""

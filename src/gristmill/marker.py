@@ -5,7 +5,8 @@ whose marker is absent does not exist for any reader, a resume, ``status`` or th
 which inputs the shard covered (``start``/``stop`` of the frozen list and their ``inputs`` digest),
 for which job (``spec``, the identity hash), what it holds (``ok`` rows, ``errors`` error rows, the
 ``files`` its format's sink wrote, each output's row ``shape``), and the error rows themselves, each
-with its input's index so that ``--retry-errors`` can name the input again without reading a file.
+with its input's index (or, for an item found in a tar or table unit, ``error_refs``: what opens
+it again) so that ``--retry-errors`` can name the input again without reading a file or a tar.
 
 Markers written by older versions lack some fields: no ``files`` (an HDF5 shard,
 ``shards/shard-N.h5``), no ``error_rows`` (the rows are in the HDF5 file only: ``error_rows`` is
@@ -65,6 +66,10 @@ class Marker:
     error_rows: tuple[IndexedError, ...] | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     retried: tuple[str, ...] = ()  # a retry shard: the names it covered (their old rows retire)
+    # per error row, for an item found in a unit (a tar's sample, a table's row): (kind,
+    # container, start, size), what opens it again without expanding the unit; None elsewhere
+    error_refs: tuple[tuple[int, int, int, int] | None, ...] | None = None
+    rows: tuple[int, ...] = ()  # a shard of units: its ok rows per entry [start, stop), in order
 
     @property
     def name(self) -> str:
@@ -84,6 +89,10 @@ class Marker:
             data["error_rows"] = [list(r) for r in self.error_rows]
         if self.retried:
             data["retried"] = list(self.retried)
+        if self.rows:
+            data["rows"] = list(self.rows)
+        if self.error_refs is not None:
+            data["error_refs"] = [None if r is None else list(r) for r in self.error_refs]
         return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
@@ -102,7 +111,11 @@ class Marker:
                 error_rows=None if rows is None and raw.get("errors") else tuple(
                     (int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows or ()),
                 shapes={k: tuple(v) for k, v in (raw.get("outputs") or {}).items()},
-                retried=tuple(raw.get("retried", ())))
+                retried=tuple(raw.get("retried", ())),
+                error_refs=None if raw.get("error_refs") is None else tuple(
+                    None if r is None else (int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+                    for r in raw["error_refs"]),
+                rows=tuple(int(n) for n in raw.get("rows", ())))
         except (ValueError, TypeError, AttributeError, IndexError):
             return None
 

@@ -14,7 +14,8 @@ it lists exists (a marker whose files were removed by hand is no shard). An obje
 its marker was put after its files, and checking would cost a request per file.
 
 Cost: one listing of ``shards/`` and one read per marker present (concurrent on object storage),
-plus the input list, which grows with the items (compact: one byte buffer and a few numpy columns).
+plus the input list, which grows with the containers for tars and tables (their units) and with
+the items for loose files (compact: one byte buffer and a few numpy columns).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+
+import numpy as np
 
 from . import marker as markers
 from . import sinks
@@ -42,6 +45,17 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 Segment = tuple[int, str]  # (first index, "list" | "append" | "retry")
+
+
+@dataclass(frozen=True)
+class Containers:
+    """How far a job of containers is: containers (tars, tables) done and in all, and bytes
+    (tars: what the ETA counts, since their items are known only once read)."""
+
+    total: int
+    done: int
+    bytes_done: int
+    bytes_total: int
 
 
 @dataclass(frozen=True)
@@ -86,8 +100,38 @@ class JobState:
         return sum(m.errors for m in self.done.values())
 
     @property
+    def items(self) -> int:
+        """The items of the job: those of committed shards as counted, the pending shards'
+        as planned (estimated where ``estimated``)."""
+        return sum(self.done[s.id].items if s.id in self.done else s.items for s in self.shards)
+
+    @property
     def items_pending(self) -> int:
         return sum(len(s) for s in self.pending)
+
+    @property
+    def estimated(self) -> bool:
+        """Whether ``items`` is partly an estimate: pending shards of tars (whose items are
+        estimated from their sizes until a worker reads them)."""
+        sizes = self.inputs.unit_bytes()
+        return any(sizes[s.start:s.stop].any() for s in self.pending)
+
+    def containers(self) -> Containers | None:
+        """Containers and bytes, done and in all, of a list of units (None: items only)."""
+        inputs = self.inputs
+        mask = inputs.unit_mask()
+        if not mask.any():
+            return None
+        done = np.zeros(len(inputs), dtype=bool)
+        for shard in self.shards:
+            if shard.id in self.done:
+                done[shard.start:shard.stop] = True
+        container = inputs.container[mask]
+        total = np.unique(container)
+        pending = np.unique(container[~done[mask]])
+        sizes = inputs.unit_bytes()
+        return Containers(len(total), len(total) - len(pending), int(sizes[done].sum()),
+                          int(sizes.sum()))
 
     def error_rows(self) -> list[IndexedError]:
         """The error rows still standing after every committed shard (a retry shard's rows
@@ -118,7 +162,7 @@ class JobState:
         segments = (*(s for s in self.segments if s[0] < len(self.inputs)),
                     (len(self.inputs), kind))
         shards = tuple(plan_segments(list(segments), len(inputs), self.spec.shard_size,
-                                     inputs.breaks()))
+                                     inputs.breaks(), inputs.weight))
         done = {i: m for i, m in self.done.items() if i < len(self.shards)}
         return replace(self, inputs=inputs, segments=segments, shards=shards, done=done,
                        inputs_path="")
@@ -128,7 +172,8 @@ def build(out: str, spec: JobSpec, inputs: InputList, segments: Sequence[Segment
           *, inputs_path: str = "", read_markers: bool = True) -> JobState:
     """The state of ``spec``'s job over ``inputs``: shards planned, committed ones read."""
     segments = tuple(s for s in segments if s[0] < len(inputs)) or ((0, "list"),)
-    shards = tuple(plan_segments(list(segments), len(inputs), spec.shard_size, inputs.breaks()))
+    shards = tuple(plan_segments(list(segments), len(inputs), spec.shard_size, inputs.breaks(),
+                                 inputs.weight))
     done = (committed(Store(out), shards, inputs, spec.identity_hash()) if read_markers else {})
     return JobState(out, spec, inputs, segments, shards, done, inputs_path)
 

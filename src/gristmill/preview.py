@@ -40,7 +40,7 @@ KEYS = ("out", "sources", "frozen_list", "resumed", "items", "shards", "shard_si
         "committed_shards", "pending_shards", "pending_items", "sample", "model", "engine",
         "batch_size", "workers", "decode_rate_per_core", "model_rate_per_core",
         "calibration_seconds", "prepare_seconds", "bottleneck", "items_per_second",
-        "estimated_seconds")
+        "estimated_seconds", "items_estimated", "containers", "bytes")
 ESTIMATE_KEYS = ("decode_capacity", "model_capacity", "startup_seconds")  # when estimated
 
 
@@ -74,9 +74,10 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     cache.clear()
     estimate = _estimate(workers, rates, sum(len(s) for s in pending), timing,
                          min(spec.batch_size, MAX_TIMED_BATCH))
+    box = state.containers()
     return {
         "out": spec.out, "sources": list(spec.sources), "frozen_list": frozen,
-        "resumed": resumed, "items": len(inputs), "shards": len(shards),
+        "resumed": resumed, "items": state.items, "shards": len(shards),
         "shard_size": spec.shard_size, "committed_shards": len(state.done),
         "pending_shards": len(pending), "pending_items": sum(len(s) for s in pending),
         "sample": [display_name(inputs.raw(i)) for i in range(min(SAMPLE, len(inputs)))],
@@ -85,7 +86,8 @@ def preview(spec: JobSpec) -> dict[str, Any]:
                      "turns": w.turns} for w in workers],
         "decode_rate_per_core": rates[0], "model_rate_per_core": rates[1],
         "calibration_seconds": round(calibration, 2), "prepare_seconds": round(preparing, 1),
-        **estimate}
+        "items_estimated": state.estimated, "containers": box.total if box else None,
+        "bytes": box.bytes_total if box else None, **estimate}
 
 
 def _estimate(workers: list[Any], rates: tuple[float | None, float | None], items: int,
@@ -111,14 +113,21 @@ def _estimate(workers: list[Any], rates: tuple[float | None, float | None], item
 
 def describe(p: dict[str, Any]) -> str:
     """The plan in a few lines for a terminal."""
-    more = p["items"] - len(p["sample"])
+    more = (p["containers"] or p["items"]) - len(p["sample"])
+    about = "about " if p.get("items_estimated") else ""
+    within = (f" in {p['containers']} containers" + (f" of {p['bytes'] / 1e6:.1f} MB"
+                                                     if p["bytes"] else "")
+              if p.get("containers") else "")
     lines = [
-        f"gristmill plan: {p['items']} items in {p['shards']} shards of {p['shard_size']}; "
-        f"{p['committed_shards']} committed, {p['pending_shards']} to run "
-        f"({p['pending_items']} items)",
+        f"gristmill plan: {about}{p['items']} items{within} in {p['shards']} shards of "
+        f"{p['shard_size']}; {p['committed_shards']} committed, {p['pending_shards']} to run "
+        f"({about}{p['pending_items']} items)",
         f"  inputs: {'the frozen list in OUT' if p['frozen_list'] else ', '.join(p['sources'])}"
         f": {', '.join(p['sample'])}" + (f" ... and {more} more" if more > 0 else ""),
     ]
+    if about:
+        lines.append("  items are estimated from the sizes of the tars and the samples of the "
+                     "first: only the workers read the tars")
     if p["decode_rate_per_core"] and p["model_rate_per_core"]:
         lines.append(f"  calibration: decode {p['decode_rate_per_core']:.1f} img/s per core, "
                      f"model {p['model_rate_per_core']:.1f} img/s per core "

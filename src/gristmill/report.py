@@ -223,15 +223,23 @@ def _when(t: float) -> str:
 
 
 def _summary(state: JobState | None, runs: list[Run]) -> tuple[str, list[list[Any]]]:
+    where = ""
     if state is not None:
         ok, errors, committed = state.ok, state.errors, len(state.done)
-        items, total = len(state.inputs), len(state.shards)
+        items, total = sum(s.items for s in state.shards), len(state.shards)
+        if state.estimated:
+            items = f"about {items}"
+        box = state.containers()
+        if box is not None:
+            where = (f"; {box.done} of {box.total} containers done"
+                     + (f" ({box.bytes_done / 1e6:.1f} of {box.bytes_total / 1e6:.1f} MB)"
+                        if box.bytes_total else ""))
     else:  # OUT holds a job whose input list was never frozen: nothing ran yet
         last = runs[-1].start if runs else {}
         ok = errors = committed = 0
         items, total = last.get("items", "?"), last.get("shards", "?")
     line = (f"{ok + errors} of {items} items done ({ok} ok, {errors} errors); "
-            f"{committed} of {total} shards committed; {len(runs)} run(s), "
+            f"{committed} of {total} shards committed{where}; {len(runs)} run(s), "
             f"{sum(r.seconds for r in runs):.1f} s of run time")
     rows = []
     for i, r in enumerate(runs):
@@ -269,6 +277,17 @@ def _model_shares(procs: list[Process]) -> str:
         return ""
     shares = ", ".join(f"{k} {v / total:.0%}" for k, v in spent.items())
     return f'<p id="models">Model time by model: {esc(shares)}</p>'
+
+
+def _duplicates_section(state: JobState | None) -> str:
+    from .duplicates import find
+
+    found = find(state) if state is not None else None
+    if found is None:
+        return ""
+    rows = [[d.key, d.count, " | ".join(d.containers)] for d in found.first]
+    return (f'<h3 id="duplicates">Repeated keys</h3><p>{esc(found.line())}</p>'
+            + _table(["key", "copies", "containers"], rows))
 
 
 def _errors_section(state: JobState | None, runs: list[Run]) -> str:
@@ -333,7 +352,7 @@ def build(out: str) -> str:
 <h2>Throughput</h2>{chart}
 <h2>Where the time went</h2>{_utilisation_section(procs)}
 <h2>Shards per worker</h2>{shard_timeline(runs)}
-<h2>Errors</h2>{_errors_section(state, runs)}
+<h2>Errors</h2>{_errors_section(state, runs)}{_duplicates_section(state)}
 <h2>Runs</h2>{_table(["run", "id", "started", "seconds", "outcome", "items", "committed",
                       "retries", "replaced", "command"], run_rows)}
 <h2>Job</h2><pre>{esc(job)}</pre>

@@ -97,7 +97,8 @@ def start_event(spec: Any, job: Any, run_id: str, command: str, now: float) -> d
     plans = [{k: getattr(w, k) for k in ("index", "device", "threads", "loaders", "slots",
                                          "batch_size", "turns")} for w in job.workers]
     return {"event": "start", "time": now, "run": run_id, "command": command,
-            "pid": os.getpid(), "host": socket.gethostname(), "items": len(job.inputs),
+            "pid": os.getpid(), "host": socket.gethostname(), "items": job.state.items,
+            "items_estimated": job.state.estimated,
             "shards": len(job.shards), "shard_size": spec.shard_size,
             "shards_done": len(job.state.done), "pending_items": sum(len(s) for s in job.pending),
             "resumed": job.resumed, "engine": spec.engine, "plans": plans,

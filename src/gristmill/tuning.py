@@ -232,9 +232,9 @@ def calibrate(spec: Any, inputs: Any, cores: int, *, sample: int = 8,
     """(decode rate, model rate), per core, from inputs spread over the list and one batch (a job
     of several models: ``models.multi.calibrate``)."""
 
-    n = len(inputs)
-    picks = sorted({i * n // sample for i in range(sample)}) if n else []
-    refs = [ref for i in picks for ref in inputs.refs(i, i + 1)]
+    from .sources import sample_refs
+
+    refs = sample_refs(inputs, sample)
     decode = measure_decode(refs, spec.preprocess, spec.max_image_pixels,
                             options=inputs.reader_options)
     model = measure_model(spec, threads=cores, cache=cache)

@@ -51,9 +51,9 @@ def test_every_format_reads_back_columns_shapes_and_superseded_errors(tmp_path, 
     _commit(state, 1, {"c": ("decode", "truncated"), "d": ("read", "missing")}, {})
     # a retry shard covering c and d: c is now readable, d fails again
     state = state.refreshed()
-    assert increment.errors_to_retry(state) == [2, 3]
-    state = outdir.save(state.grown("retry", increment.extend(state.inputs, state.inputs, [2, 3])),
-                        "", grown=True)
+    retry = increment.errors_to_retry(state)
+    assert retry.raw_range(0, len(retry)) == [b"c", b"d"]
+    state = outdir.save(state.grown("retry", state.inputs.concat(retry)), "", grown=True)
     _commit(state, 2, {"d": ("read", "still missing")}, {"caption": ["cap c"], "width": [9]})
     state = state.refreshed()
     assert state.complete and [m.shard for m in state.committed] == [0, 1, 2]

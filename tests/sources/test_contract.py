@@ -1,6 +1,7 @@
-"""The source contract over every registered kind: listed in a stable order with unique names,
-each item's bytes opened in a loader exactly as they were written, a vanished container or file
-an error row in the item's place (never an exception), and the other kinds' options refused."""
+"""The source contract over every registered kind: listed in a stable order (containers as units
+a worker expands, without the driver reading them) with unique names, each item's bytes opened in
+a loader exactly as they were written, a vanished container or file an error row in the item's
+place (never an exception), and the other kinds' options refused."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gristmill.errors import ItemError, SpecError
-from gristmill.sources import Kind, list_inputs
-from gristmill.sources.kinds import KINDS
+from gristmill.sources import Kind, expand, list_inputs
+from gristmill.sources.kinds import KINDS, UNITS
 from gristmill.sources.reader import BatchReader
 
 N = 5
@@ -65,31 +66,40 @@ MAKERS = {Kind.FILE: _files, Kind.LINE: _lines, Kind.TAR: _tars, Kind.TABLE: _ta
 
 
 def test_every_kind_has_a_record_and_containers_have_distinct_suffixes():
-    assert set(KINDS) == set(Kind) == set(MAKERS)
+    assert set(KINDS) == set(MAKERS) and set(KINDS) | set(UNITS) == set(Kind)
+    assert not set(KINDS) & set(UNITS)
     suffixes = [k.suffix for k in KINDS.values() if k.suffix]
     assert len(suffixes) == len(set(suffixes))
 
 
-@pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name.lower())
+@pytest.mark.parametrize("kind", list(KINDS), ids=lambda k: Kind(k).name.lower())
 def test_listed_then_opened_byte_for_byte_and_a_vanished_source_is_an_error_row(tmp_path, kind):
     record = KINDS[kind]
     source, names, paths = MAKERS[kind](tmp_path)
     options = {"modality": record.modalities[0]}
     inputs = list_inputs([source], options)
-    assert [inputs.raw(i).decode() for i in range(len(inputs))] == names
-    assert list_inputs([source], options).digest(0, N) == inputs.digest(0, N)  # stable
+    n = len(inputs)
+    assert list_inputs([source], options).digest(0, n) == inputs.digest(0, n)  # stable
+    items = expand(inputs, 0, n, "")
+    assert [name.decode() for name in items.names] == names
+    if record.suffix:  # a container kind: its entries are units, expanded by the worker
+        assert inputs.has_units and n < N
     reader = BatchReader(inputs.reader_options)
-    opened = reader.open(inputs.refs(0, N))
+    opened = reader.open(items.refs)
     assert [o.data for o in opened] == [_payload(i) for i in range(N)]
-    assert reader.open(inputs.refs(1, 3))[1].data == _payload(2)  # any run of a batch
+    assert reader.open(items.refs[1:3])[1].data == _payload(2)  # any run of a batch
     for path in paths:
         path.unlink()
-    gone = BatchReader(inputs.reader_options).open(inputs.refs(0, N))
+    gone = BatchReader(inputs.reader_options).open(items.refs)
     assert len(gone) == N
     assert all(isinstance(e, ItemError) and e.stage == "read" for e in gone)
+    if record.suffix:  # a unit whose container vanished is one error row, never an exception
+        failed = expand(inputs, 0, n, "").failed
+        assert sorted(failed) == list(range(n))
+        assert all(e.stage == "read" for _, e in failed.values())
 
 
-@pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name.lower())
+@pytest.mark.parametrize("kind", list(KINDS), ids=lambda k: Kind(k).name.lower())
 def test_options_of_other_kinds_are_refused_in_one_line(tmp_path, kind):
     record = KINDS[kind]
     source, _, _ = MAKERS[kind](tmp_path)

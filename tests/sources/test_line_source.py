@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gristmill.errors import SpecError
-from gristmill.sources import Kind, display_name, list_inputs
+from gristmill.sources import Kind, display_name, expand, list_inputs
 from gristmill.sources.lines import GAP_BYTES
 from gristmill.sources.reader import BatchReader
 from gristmill.transforms import ItemError
@@ -81,7 +81,8 @@ def test_parquet_text_column(tmp_path) -> None:
     pq.write_table(pa.table({"caption": ["a cat", None, "  "], "n": [1, 2, 3]}),
                    tmp_path / "t.parquet")
     inputs = list_inputs([str(tmp_path / "t.parquet")], TEXT)
-    opened = BatchReader(inputs.reader_options).open(inputs.refs(0, 3))
+    items = expand(inputs, 0, len(inputs), "")
+    opened = BatchReader(inputs.reader_options).open(items.refs)
     assert opened[0].data == b"a cat"
     assert [o.message for o in opened[1:]] == ["column 'caption' is null",
                                                "column 'caption' is blank"]

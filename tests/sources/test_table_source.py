@@ -10,33 +10,47 @@ from srckit import JOB, assert_same_features, by_name, columns_by_name
 
 import gristmill
 from gristmill.errors import SpecError
-from gristmill.sources import Kind, list_inputs
+from gristmill.plan import plan_segments
+from gristmill.sources import Kind, expand, list_inputs
 
 
-def test_listing_reads_footer_and_key_column_only(parquet_dir, photo_samples, monkeypatch):
+def test_listing_reads_footers_only_and_workers_read_the_key_column(parquet_dir, photo_samples,
+                                                                     monkeypatch):
     asked = []
-    real = pq.ParquetFile.read
+    real = pq.ParquetFile.read_row_group
 
-    def spy(self, columns=None, **kw):
+    def spy(self, i, columns=None, **kw):
         asked.append(tuple(columns or ()))
-        return real(self, columns=columns, **kw)
+        return real(self, i, columns=columns, **kw)
 
-    monkeypatch.setattr(pq.ParquetFile, "read", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("read rows"))
     inputs = list_inputs([str(parquet_dir / "bytes")])
-    assert asked == [("key",), ("key",)]
-    assert inputs.raw_range(0, len(inputs)) == [s["key"].encode() for s in photo_samples]
-    assert set(inputs.kind.tolist()) == {Kind.TABLE}
+    assert asked == []  # footers only: one unit per row group, weighing its rows
+    assert set(inputs.kind.tolist()) == {Kind.TABLE_PART}
+    assert inputs.weights().tolist() == [5, 5, 4, 5, 5, 4]
+    assert inputs.start.tolist() == [0, 1, 2, 0, 1, 2]  # row group
+    assert inputs.breaks() == [3]
     assert inputs.reader_options["image_column"] == "jpg"
-    assert inputs.start[:6].tolist() == [0, 0, 0, 0, 0, 1]  # row group
-    assert inputs.size[:6].tolist() == [0, 1, 2, 3, 4, 0]  # row within it
-    assert inputs.breaks() == [14]
+    items = expand(inputs, 0, len(inputs), "")
+    assert asked == [("key",)] * 6
+    assert items.names == [s["key"].encode() for s in photo_samples]
+    assert [(r.start, r.size) for r in items.refs[:6]] == [(0, 0), (0, 1), (0, 2), (0, 3),
+                                                           (0, 4), (1, 0)]
+    # a shard is whole row groups, a large table cut between them
+    assert [(s.start, s.stop, s.items) for s in plan_segments([(0, "list")], len(inputs), 12,
+                                                              inputs.breaks(), inputs.weight)
+            ] == [(0, 2, 10), (2, 3, 4), (3, 5, 10), (5, 6, 4)]
 
 
 def test_names_without_a_key_column_are_file_and_row(parquet_dir):
     table = pq.read_table(parquet_dir / "hf.parquet").drop_columns(["key"])
-    pq.write_table(table, parquet_dir.parent / "nokey.parquet")
+    pq.write_table(table, parquet_dir.parent / "nokey.parquet", row_group_size=7)
     inputs = list_inputs([str(parquet_dir.parent / "nokey.parquet")])
-    assert inputs.raw(0) == b"nokey.parquet:0" and inputs.raw(27) == b"nokey.parquet:27"
+    items = expand(inputs, 0, len(inputs), "")
+    assert items.names[0] == b"nokey.parquet:0" and items.names[27] == b"nokey.parquet:27"
+    later = expand(inputs, 2, 3, "")  # a part knows its rows' numbers in the whole table
+    assert later.names[0] == b"nokey.parquet:14"
 
 
 @pytest.mark.parametrize("options, message", [
@@ -99,11 +113,21 @@ def test_null_and_corrupt_cells_are_error_rows_and_bad_tables_exit_2(photo_sampl
     assert empty.stderr.count("\n") == 1
 
 
-def test_a_key_in_two_tables_is_one_line_naming_both(parquet_dir, tmp_path):
+def test_a_key_in_two_tables_is_reported_naming_both(parquet_dir, tmp_path):
     import shutil
 
     shutil.copy(parquet_dir / "hf.parquet", tmp_path / "a.parquet")
     shutil.copy(parquet_dir / "hf.parquet", tmp_path / "b.parquet")
-    with pytest.raises(SpecError, match=r"key 'g0/astronaut' is in both .*a\.parquet and "
-                                        r".*b\.parquet"):
-        list_inputs([str(tmp_path)])
+    out = tmp_path / "out"
+    done = run(str(tmp_path), "-o", str(out), *JOB)
+    assert done.returncode == 0, done.stderr
+    from gristmill.duplicates import find
+    from gristmill.outdir import reopen
+
+    with gristmill.open(str(out)) as result:
+        assert len(result.names) == 56
+    found = find(reopen(str(out)))
+    assert (found.keys, found.rows) == (28, 56)
+    first = found.first[0]
+    assert first.key == "g0/astronaut" and first.count == 2
+    assert [c.rsplit("/", 1)[1] for c in first.containers] == ["a.parquet", "b.parquet"]

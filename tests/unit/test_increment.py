@@ -64,20 +64,23 @@ def test_errors_to_retry_skips_inputs_already_in_a_retry_shard(tmp_path):
     outkit.commit(state, 0, {"b": ("read", "x")})
     outkit.commit(state, 1, {"c": ("read", "x"), "d": ("read", "y")})
     state = state.refreshed()
-    assert increment.errors_to_retry(state) == [1, 2, 3]
+    assert names(increment.errors_to_retry(state)) == [b"b", b"c", b"d"]
     # b already retried once, in shard 2: not named again while that shard stands
     state = state.grown("retry", increment.extend(state.inputs, state.inputs, [1]))
     assert [(s.id, s.start, s.stop, s.retry) for s in state.shards][2] == (2, 4, 5, True)
-    assert increment.errors_to_retry(state) == [2, 3]  # c, d
+    assert names(increment.errors_to_retry(state)) == [b"c", b"d"]
     outkit.commit(state, 2, {"b": ("read", "again")})
-    assert [state.inputs.raw(i) for i in increment.errors_to_retry(state.refreshed())] == [
-        b"c", b"d", b"b"]
+    assert names(increment.errors_to_retry(state.refreshed())) == [b"c", b"d", b"b"]
 
 
 def test_errors_to_retry_finds_the_rows_of_old_hdf5_markers_by_name(tmp_path):
     state = outkit.make_job(tmp_path, ["a", "b", "c", "d"], shard_size=2)
     outkit.commit(state, 1, {"d": ("decode", "bad")}, legacy=True)
-    assert increment.errors_to_retry(state.refreshed()) == [3]
+    assert names(increment.errors_to_retry(state.refreshed())) == [b"d"]
+
+
+def names(inputs: InputList) -> list[bytes]:
+    return inputs.raw_range(0, len(inputs))
 
 
 def test_segments_file_is_written_before_the_list(tmp_path):

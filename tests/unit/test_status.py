@@ -73,9 +73,8 @@ def test_status_counts_the_shards_of_every_segment_after_append_and_retry(tmp_pa
         state.inputs, listed, increment.new_inputs(state.inputs, listed))), "", grown=True)
     for k in (7, 8):
         commit(state, k, {"036.jpg": ("read", "gone")} if k == 7 else None)
-    state = outdir.save(state.grown("retry", increment.extend(
-        state.inputs, state.inputs, increment.errors_to_retry(state.refreshed()))), "",
-        grown=True)
+    state = outdir.save(state.grown("retry", state.inputs.concat(
+        increment.errors_to_retry(state.refreshed()))), "", grown=True)
     assert [len(s) for s in state.shards] == [5] * 6 + [2] + [5, 2] + [2]
     s = status.status(str(tmp_path))
     assert (s["shards"], s["committed_shards"], s["pending_shards"]) == (10, 9, 1)

@@ -57,7 +57,7 @@ def test_a_brace_range_is_checked_with_one_listing_per_folder(tmp_path, monkeypa
     import fsspec
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from gristmill.sources import classify
+    from gristmill.sources import list_inputs
 
     fs = fsspec.filesystem("memory")
     for i in (0, 1, 3):
@@ -70,7 +70,9 @@ def test_a_brace_range_is_checked_with_one_listing_per_folder(tmp_path, monkeypa
     monkeypatch.setattr(MemoryFileSystem, "exists", lambda *a, **kw: pytest.fail("one request "
                                                                                   "per object"))
     for root in ("memory://bucket/shards", str(tmp_path)):
-        assert classify(f"{root}/{{000..001}}.tar")[1] == [f"{root}/000.tar", f"{root}/001.tar"]
+        inputs = list_inputs([f"{root}/{{000..001}}.tar"])
+        assert inputs.raw_range(0, 2) == [f"{root}/000.tar".encode(), f"{root}/001.tar".encode()]
+        assert [s.split(":")[0] for s in inputs.stamps] == ["1", "1"]  # sizes, from the listing
         with pytest.raises(SpecError, match=r"002.tar does not exist \(1 of 4 missing\)"):
-            classify(f"{root}/{{000..003}}.tar")
-    assert len(listings) == 2  # one per classify of the remote range
+            list_inputs([f"{root}/{{000..003}}.tar"])
+    assert len(listings) == 2  # one per listing of the remote range

@@ -32,6 +32,7 @@ class Receipt:
 class ShardFailed:
     shard: int
     reason: str
+    fatal: bool = False  # no attempt can succeed (a container changed): the job stops
 
 
 @dataclass(frozen=True)

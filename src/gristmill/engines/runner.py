@@ -7,6 +7,13 @@ are ready and returns the messages for the driver (a ``Receipt`` per shard commi
 ``ShardFailed`` per shard given up, a ``Progress`` per batch); ``teardown()`` stops everything and
 frees the ring.
 
+A shard of units (whole tars, table row groups: ``sources.expand``) is expanded into its items
+first, in a background thread (a remote tar is copied to this worker's spool, once), while the
+model runs the batches of the shard before it; its items' names become known here and are
+recorded at commit, with, for each error row of an item found in a unit, the reference that opens
+it again (``Marker.error_refs``). A container that changed since it was listed fails the shard
+``fatal``: the job stops (``SourceChanged``) rather than mix two versions of it.
+
 Failures: a bad input is an error row; a loader process that dies is replaced, the queues are
 rebuilt (a process killed inside a queue operation can leave its lock held), every slot is
 reclaimed and every batch not yet received is issued again: the batches already received are kept
@@ -16,24 +23,29 @@ during which loaders died ``max_attempts`` times, or whose model call raised, is
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import shutil
+import tempfile
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import ledger, sinks
+from ..errors import SourceChanged
 from ..loader.messages import BatchTask, Filled
 from ..loader.pool import LoaderPool
 from ..loader.process import ImageFill
 from ..loader.ring import RingSpec, new_name
 from ..marker import Marker, marker_name
-from ..plan import batches
 from ..prepared import WorkerPlan
-from ..sources import InputList, display_name
+from ..sources import Expanded, InputList, display_name, entry_of, expand
 from ..spec import JobSpec
 from ..store import Store
 from ..tuning import release_memory
@@ -46,7 +58,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class _InFlight:
     task: ShardTask
-    spans: list[tuple[int, int]]
+    spans: list[tuple[int, int]]  # batches, as positions in ``items``
+    items: Expanded | None = None  # None while its units are being expanded
+    expanding: Future | None = None
     received: dict[int, tuple[tuple[int, ...], dict[str, np.ndarray], tuple, dict]] = field(
         default_factory=dict)
     loader_deaths: int = 0
@@ -69,6 +83,8 @@ class ShardRunner:
         self.sink = sinks.get(spec.format)
         self.composite = bool(spec.models) or spec.modality == "image+text"
         self.store = Store(spec.out)
+        self.spool = ""  # where remote containers are copied while their shard runs
+        self.expander: ThreadPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -89,6 +105,9 @@ class ShardRunner:
                                 shared_weights=self.plan.shared_weights,
                                 preprocess=self.spec.preprocess, modality=self.spec.modality)
         self.names = caps.names
+        if self.inputs.has_units:
+            self.spool = tempfile.mkdtemp(prefix="gristmill-spool-")
+            self.expander = ThreadPoolExecutor(1, thread_name_prefix="gristmill-expand")
         self.model.setup()
         tune_allocator()  # after the model is built, so its start-up garbage went back to the OS
         fill, item_shape, dtype = self._fill()
@@ -122,6 +141,11 @@ class ShardRunner:
                 "float32")
 
     def teardown(self) -> None:
+        if self.expander is not None:
+            self.expander.shutdown(wait=True, cancel_futures=True)
+            self.expander = None
+        if self.spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
         if self.pool is not None:
             self.pool.stop()
         if self.model is not None:  # before the ring: the model may have page-locked it
@@ -133,18 +157,60 @@ class ShardRunner:
 
     # -- work ----------------------------------------------------------------------------------
     def submit(self, task: ShardTask) -> None:
-        spans = batches(task.shard, self.plan.batch_size)
-        self.inflight[task.shard.id] = _InFlight(task, spans)
-        for i in range(len(spans)):
-            self._issue(task.shard.id, i)
+        shard = task.shard
+        if self.expander is None:  # items only: their names and refs are in the frozen list
+            self._start(_InFlight(task, [], expand(self.inputs, shard.start, shard.stop, "")))
+            return
+        self.inflight[shard.id] = _InFlight(task, [], expanding=self.expander.submit(
+            expand, self.inputs, shard.start, shard.stop, self.spool))
+
+    def _start(self, entry: _InFlight) -> None:
+        n = len(entry.items.names)
+        entry.spans = [(a, min(a + self.plan.batch_size, n))
+                       for a in range(0, n, self.plan.batch_size)]
+        self.inflight[entry.task.shard.id] = entry
+        for i in range(len(entry.spans)):
+            self._issue(entry.task.shard.id, i)
 
     def _issue(self, shard_id: int, index: int) -> None:
-        start, stop = self.inflight[shard_id].spans[index]
-        self.pool.tasks.put(BatchTask((shard_id, index), (), refs=self.inputs.refs(start, stop)))
+        entry = self.inflight[shard_id]
+        a, b = entry.spans[index]
+        self.pool.tasks.put(BatchTask((shard_id, index), (), refs=tuple(entry.items.refs[a:b])))
+
+    def _expanded(self) -> list[Any]:
+        """Shards whose units are expanded: their batches issued (or, for a shard without a
+        readable item, finished at once); a failed expansion is a failed shard."""
+        out: list[Any] = []
+        for shard_id, entry in list(self.inflight.items()):
+            if entry.expanding is None or not entry.expanding.done():
+                continue
+            try:
+                entry.items, entry.expanding = entry.expanding.result(), None
+            except SourceChanged as exc:
+                self.inflight.pop(shard_id)
+                out.append(ShardFailed(shard_id, str(exc), fatal=True))
+                continue
+            except Exception as exc:
+                self.inflight.pop(shard_id)
+                log.debug("expanding shard %d failed", shard_id, exc_info=True)
+                out.append(ShardFailed(shard_id, f"listing its items: {describe_exception(exc)}"))
+                continue
+            self._start(entry)
+            if not entry.spans:
+                out.append(self._finish(self.inflight.pop(shard_id)))
+        return out
 
     def step(self, timeout: float) -> list[Any]:
         """Run at most one ready batch; return the messages for the driver."""
         out: list[Any] = self._check_loaders()
+        if self.expander is not None:
+            out += self._expanded()
+            if any(e.expanding is not None for e in self.inflight.values()):
+                timeout = min(timeout, 0.02)  # look again soon: a shard may become ready
+        if not any(e.spans for e in self.inflight.values()):
+            if self.inflight and timeout:
+                time.sleep(timeout)
+            return out
         try:
             filled: Filled = self.pool.ready.get(timeout=timeout)
         except queue.Empty:
@@ -165,7 +231,7 @@ class ShardRunner:
                     entry.seconds[key] = entry.seconds.get(key, 0.0) + spent
         except Exception as exc:
             self.pool.free.put(filled.slot)
-            self.inflight.pop(shard_id)
+            self._drop(self.inflight.pop(shard_id))
             log.debug("model failed on shard %d", shard_id, exc_info=True)
             return [*out, ShardFailed(shard_id, f"model: {type(exc).__name__}: {exc}")]
         self.pool.free.put(filled.slot)
@@ -180,8 +246,14 @@ class ShardRunner:
         """The names of a batch's rows, for a model that takes them (else None)."""
         if not self.names:
             return None
-        raw = self.inputs.raw_range(*entry.spans[index])
-        return [display_name(raw[i]) for i in ok]
+        a, _ = entry.spans[index]
+        return [display_name(entry.items.names[a + i]) for i in ok]
+
+    def _drop(self, entry: _InFlight) -> None:
+        """A shard is done with (committed or failed): its spooled copies go."""
+        for path in entry.items.spooled if entry.items is not None else ():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _predict(self, batch: np.ndarray, names: list[str] | None) -> dict[str, np.ndarray]:
         kwargs = {"names": names} if names is not None else {}
@@ -193,22 +265,50 @@ class ShardRunner:
         return result
 
     def _finish(self, entry: _InFlight) -> Receipt | ShardFailed:
+        try:
+            return self._commit(entry)
+        finally:
+            self._drop(entry)
+
+    def _error_row(self, items: Expanded, position: int, stage: str, message: str
+                   ) -> tuple[tuple[int, str, str, str], tuple[int, int, int, int] | None]:
+        """An error row (with its entry's index, or -1 for an item found in a unit) and the
+        reference that opens that item again (None: the entry's index does)."""
+        name = display_name(items.names[position])
+        origin = items.origin[position]
+        if origin >= 0:
+            return (origin, name, stage, message), None
+        ref = items.refs[position]
+        unit = items.units[-1 - origin]
+        return (-1, name, stage, message), (int(ref.kind), unit.container, ref.start, ref.size)
+
+    def _commit(self, entry: _InFlight) -> Receipt | ShardFailed:
         shard = entry.task.shard
+        items = entry.items
         names: list[str] = []
-        errors: list[tuple[str, str, str]] = []
         error_rows: list[tuple[int, str, str, str]] = []  # with the input index, for retries
+        error_refs: list[tuple[int, int, int, int] | None] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec.outputs}
         columns: dict[str, list[Any]] = {c: [] for c in self.spec.keep_columns}
-        for index, (start, stop) in enumerate(entry.spans):
+        rows = np.zeros(shard.stop - shard.start, dtype=np.int64)  # ok rows per entry (units)
+        for index, (start, _) in enumerate(entry.spans):
             ok, result, errs, carried = entry.received[index]
-            raw = self.inputs.raw_range(start, stop)
-            names += [display_name(raw[i]) for i in ok]
-            error_rows += [(start + i, display_name(raw[i]), stage, msg) for i, stage, msg in errs]
+            names += [display_name(items.names[start + i]) for i in ok]
+            if items.units:
+                for i in ok:
+                    rows[entry_of(items, start + i) - shard.start] += 1
+            for i, stage, msg in errs:
+                row, ref = self._error_row(items, start + i, stage, msg)
+                error_rows.append(row)
+                error_refs.append(ref)
             for key in parts:
                 if ok:
                     parts[key].append(result[key])
             for key, values in columns.items():
                 values += carried.get(key, (None,) * len(ok))
+        for position, (name, exc) in sorted(items.failed.items()):  # units not readable at all
+            error_rows.append((position, display_name(name), exc.stage, exc.message))
+            error_refs.append(None)
         errors = [row[1:] for row in error_rows]
         outputs = {k: np.concatenate(v) for k, v in parts.items() if v}
         start = time.perf_counter()
@@ -224,7 +324,9 @@ class ShardRunner:
                             spec=self.spec.identity_hash(), format=self.spec.format,
                             files=tuple(files), error_rows=tuple(error_rows),
                             shapes={k: v.shape[1:] for k, v in outputs.items()},
-                            retried=retried)
+                            retried=retried,
+                            error_refs=(tuple(error_refs) if any(error_refs) else None),
+                            rows=tuple(rows.tolist()) if items.units else ())
             done = ledger.commit_parts(self.store, files, marker)
         except OSError as exc:
             return ShardFailed(shard.id, f"write {self.store.path(where)}: {exc.strerror or exc}")
@@ -245,9 +347,11 @@ class ShardRunner:
         self.pool.restart(held=())  # the model holds no slot between steps
         failed: list[Any] = []
         for shard_id, entry in list(self.inflight.items()):
+            if entry.items is None:  # still expanding: nothing issued yet
+                continue
             entry.loader_deaths += 1
             if entry.loader_deaths >= self.spec.max_attempts:
-                self.inflight.pop(shard_id)
+                self._drop(self.inflight.pop(shard_id))
                 failed.append(ShardFailed(shard_id, f"loader process died {entry.loader_deaths} "
                                                     f"times (last exit code {dead[0].exitcode})"))
                 continue

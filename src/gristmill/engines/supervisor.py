@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import JobFailed
+from ..errors import JobFailed, SourceChanged
 from ..plan import Shard
 from .base import Launcher, WorkerHandle
 from .messages import Receipt, ShardFailed, ShardTask, WorkerCrashed, WorkerReady, WorkerReplaced
@@ -108,6 +108,8 @@ class Supervisor:
             task = next((t for t in slot.inflight if t.shard.id == message.shard), None)
             if task is not None:
                 slot.inflight.remove(task)
+                if isinstance(message, ShardFailed) and message.fatal:
+                    raise SourceChanged(message.reason)
                 if isinstance(message, ShardFailed):
                     self.queue.retry(task, message.reason)
         elif isinstance(message, WorkerReady):

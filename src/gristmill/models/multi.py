@@ -335,9 +335,9 @@ def calibrate(spec: JobSpec, inputs: Any, cores: int, *, sample: int = 8,
     from ..tuning import measure_decode
 
     layout_ = segments(spec)
-    n = len(inputs)
-    picks = sorted({i * n // sample for i in range(sample)}) if n else []
-    refs = [ref for i in picks for ref in inputs.refs(i, i + 1)]
+    from ..sources import sample_refs
+
+    refs = sample_refs(inputs, sample)
     decode = measure_decode(refs, None, spec.max_image_pixels, options=inputs.reader_options,
                             write=lambda data, row: fill_row(data, row, layout_,
                                                              spec.max_image_pixels),

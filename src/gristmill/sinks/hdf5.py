@@ -111,18 +111,21 @@ def _in_memory(path: str) -> Iterator[h5py.File]:
 
 
 def build_view(out: str, shard_files: Sequence[str], outputs: Sequence[str],
-               attrs: dict[str, Any]) -> str:
-    """(Re)build ``OUT/features.h5`` over ``shard_files`` (committed, in input order)."""
+               attrs: dict[str, Any], retried: Sequence[Sequence[str]] = ()) -> str:
+    """(Re)build ``OUT/features.h5`` over ``shard_files`` (committed, in input order);
+    ``retried``, per file, the names a retry shard covered (a whole tar's among them, whose
+    error row its samples' rows retire)."""
     final = os.path.join(out, VIEW_FILE)
     tmp = f"{final}.{os.getpid()}.tmp"
     names: list[Any] = []
     per_shard: list[tuple[list[str], list[tuple[str, str, str]]]] = []
     columns: dict[str, list[np.ndarray]] = {}
     layouts: dict[str, list[tuple[str, tuple[int, ...], Any]]] = {k: [] for k in outputs}
-    for path in shard_files:
+    for k, path in enumerate(shard_files):
         with h5py.File(path, "r") as f:
             names.append(f["names"][()])
-            per_shard.append(([_text(n) for n in names[-1]],
+            per_shard.append(([_text(n) for n in names[-1]]
+                              + list(retried[k] if k < len(retried) else ()),
                               [tuple(_text(x) for x in row) for row in f["errors"][()]]))
             for key, data in (f["columns"].items() if "columns" in f else ()):
                 value = data.asstr()[()] if data.dtype.kind == "O" else data[()]
@@ -259,7 +262,8 @@ class Hdf5Sink:
     def refresh_view(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str],
                      attrs: dict[str, Any]) -> str:
         files = [store.path(rel) for marker in markers for rel in marker.files]
-        return build_view(store.root, files, outputs, attrs)
+        retried = [marker.retried for marker in markers for _ in marker.files]
+        return build_view(store.root, files, outputs, attrs, retried)
 
     def open(self, store: Store, markers: Sequence[Marker], outputs: Sequence[str]) -> Result:
         return open_view(store.root)

@@ -19,16 +19,17 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import ItemError, SpecError
 from . import storage
-from .base import InputList, ItemRef, Kind, Opened, SourceKind, display_name
+from .base import InputList, ItemRef, Kind, Opened, SourceKind, Unit, display_name
 from .files import IMAGE_EXTENSIONS, _glob, _walk
-from .kinds import CONTAINERS, KINDS, loose, readers
+from .kinds import CONTAINERS, KINDS, UNITS, loose, readers
 
-__all__ = ["IMAGE_EXTENSIONS", "InputList", "ItemRef", "Kind", "Opened", "_glob", "_walk",
-           "display_name", "list_inputs"]
+__all__ = ["IMAGE_EXTENSIONS", "Expanded", "InputList", "ItemRef", "Kind", "Opened", "_glob",
+           "_walk", "display_name", "entry_of", "expand", "list_inputs", "sample_refs"]
 
 
 def _is_file(entry: os.DirEntry) -> bool:
@@ -88,20 +89,13 @@ def classify(source: str) -> tuple[SourceKind, list[str]] | None:
     if kind and "{" in source:
         from .tars import expand_braces
 
-        found = expand_braces(source)
-        missing = storage.missing(found)
-        if missing:
-            raise SpecError(f"source {storage.redact(source)}: {storage.redact(missing[0])} "
-                            f"does not exist ({len(missing)} of {len(found)} missing)")
-        return kind, found
+        return kind, expand_braces(source)  # the kind's listing names any that is missing
     if kind and glob.has_magic(source):
         found = storage.glob_any(source)
         if not found:
             raise SpecError(f"source {storage.redact(source)} matches no file")
         return kind, found
     if kind:
-        if not storage.exists(source):
-            raise SpecError(f"source {storage.redact(source)} does not exist")
         return kind, [source]
     if glob.has_magic(source):
         return None
@@ -142,3 +136,94 @@ def list_inputs(sources: Iterable[str], options: Mapping[str, Any] | None = None
             raise SpecError(f"--{option.replace('_', '-')} needs "
                             f"{' or '.join(readers(option, modality))} sources")
     return kind.list(paths, options)
+
+
+@dataclass
+class Expanded:
+    """The items of entries [start, stop) of a frozen list, as a worker runs them: names, refs,
+    and per item its origin: the entry's index for an entry that is an item, ``-1 - position``
+    for one found in the unit ``units[position]``. A unit that could not be read at all is in
+    ``failed`` (entry index -> (its name, the ItemError)): one error row, no item."""
+
+    names: list[bytes] = field(default_factory=list)
+    refs: list[ItemRef] = field(default_factory=list)
+    origin: list[int] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    unit_index: list[int] = field(default_factory=list)  # each unit's entry index
+    failed: dict[int, tuple[bytes, ItemError]] = field(default_factory=dict)
+    spooled: list[str] = field(default_factory=list)  # local copies to remove after the shard
+
+
+def expand(inputs: InputList, start: int, stop: int, spool: str) -> Expanded:
+    """Entries [start, stop) as items, units expanded (``UNITS``); ``SourceChanged`` if a
+    container changed since it was listed."""
+    out = Expanded()
+    if not inputs.has_units:
+        out.names = inputs.raw_range(start, stop)
+        out.refs = list(inputs.refs(start, stop))
+        out.origin = list(range(start, stop))
+        return out
+    refs = inputs.refs(start, stop)
+    names = inputs.raw_range(start, stop)
+    for i, (name, ref) in enumerate(zip(names, refs, strict=True)):
+        unit = inputs.unit(start + i)
+        if unit is None:
+            out.names.append(name)
+            out.refs.append(ref)
+            out.origin.append(start + i)
+            continue
+        position = -1 - len(out.units)
+        out.units.append(unit)
+        out.unit_index.append(start + i)
+        try:
+            items = UNITS[unit.ref.kind].expand(unit, spool)
+        except ItemError as exc:  # the whole container is one error row, named after it
+            out.failed[start + i] = (name, exc)
+            continue
+        local = {str(r.location) for _, r in items} - {str(unit.ref.location)}
+        out.spooled += sorted(local)
+        out.names += [n for n, _ in items]
+        out.refs += [r for _, r in items]
+        out.origin += [position] * len(items)
+    return out
+
+
+def sample_refs(inputs: InputList, count: int) -> list[ItemRef]:
+    """About ``count`` item refs spread over the list, for a calibration; of a list of units,
+    from its first unit that holds items (local units only: a remote one is not copied)."""
+    n = len(inputs)
+    if not inputs.has_units:
+        picks = sorted({i * n // count for i in range(count)}) if n else []
+        return [ref for i in picks for ref in inputs.refs(i, i + 1)]
+    for i in range(min(n, 4)):
+        unit = inputs.unit(i)
+        if unit is None:
+            return list(inputs.refs(i, i + 1))
+        if storage.is_url(str(unit.ref.location)) and unit.ref.kind == Kind.TAR_FILE:
+            return _remote_tar_sample(unit, count)
+        try:
+            items = UNITS[unit.ref.kind].expand(unit, "")
+        except (ItemError, SpecError):
+            continue
+        step = max(1, len(items) // count)
+        return [ref for _, ref in items[::step][:count]]
+    return []
+
+
+def _remote_tar_sample(unit: Unit, count: int) -> list[ItemRef]:
+    """The first ``count`` samples of a remote tar, from the headers of its first
+    ``SAMPLE_BYTES`` (ranged reads; the tar is not copied)."""
+    from .tars import SAMPLE_BYTES, list_tar
+
+    try:
+        _, starts, sizes = list_tar(str(unit.ref.location), limit=SAMPLE_BYTES)
+    except OSError:
+        return []
+    return [ItemRef(Kind.TAR, unit.ref.location, a, b)
+            for a, b in list(zip(starts, sizes, strict=True))[:count]]
+
+
+def entry_of(items: Expanded, position: int) -> int:
+    """The frozen list's entry index an item of ``items`` came from (itself, or its unit)."""
+    origin = items.origin[position]
+    return origin if origin >= 0 else items.unit_index[-1 - origin]

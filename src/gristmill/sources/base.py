@@ -1,15 +1,23 @@
-"""The source contract: items with stable unique names, and references a loader can open.
+"""The source contract: inputs with stable unique names, and references a loader can open.
 
 A source (``files``: folders, list files, globs; ``tars``: webdataset shards; ``tables``: Parquet;
-``lines``: the captions of text files) is listed once, in the driver, into an ``InputList``: the
-items' names in a fixed order plus, per item, which kind of source it came from and where its bytes
-are (a tar's path + the sample's byte range, a table's path + row group + row). The list is frozen
-in ``OUT/inputs.npz``, so a resume never lists again. Loader processes turn a batch's ``ItemRef``s
-into bytes (``reader.BatchReader``).
+``lines``: the captions of text files) is listed once, in the driver, into an ``InputList`` of
+*entries*, frozen in ``OUT/inputs.npz`` so that a resume never lists again. An entry is either
 
-Storage is compact for a million items: names are one byte buffer plus offsets, the references are
-numpy columns, containers (tars, tables) are listed once each; nothing is a per-item Python
-object.
+- an item: a loose file (root + name), a text file's line, or one sample of a tar or row of a
+  table with its byte range or row (``--retry-errors`` names such items again); or
+- a *unit*: a whole tar (``TAR_FILE``) or a run of a table's row groups (``TABLE_PART``), named
+  after its container. The driver lists containers only, with their sizes and versions
+  (``stamps``): planning reads no tar byte and no table row, and the driver's memory grows with
+  containers, never with the items inside them. A worker *expands* a unit into its items when
+  its shard runs (``UnitKind.expand``: a tar's header walk, a table's key column).
+
+Each entry has a ``weight``, the items it holds (1 for an item; a table part's row count; a tar's
+estimate from its size), which the plan packs into shards. Loader processes turn a batch's
+``ItemRef``s into bytes (``reader.BatchReader``).
+
+Storage is compact: names are one byte buffer plus offsets, the references are numpy columns,
+containers are listed once each; nothing is a per-entry Python object.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -30,6 +38,8 @@ class Kind(IntEnum):
     TAR = 1  # a webdataset sample: bytes [start, start + size) of a tar hold its members
     TABLE = 2  # a Parquet row: row group ``start``, row ``size`` within it
     LINE = 3  # a text file's line: bytes [start, start + size) of the file (``lines``)
+    TAR_FILE = 4  # a unit: a whole tar (start 0, size its bytes), expanded into TAR samples
+    TABLE_PART = 5  # a unit: a table's row groups [start, start + size), expanded into TABLE rows
 
 
 class ItemRef(NamedTuple):
@@ -74,6 +84,33 @@ class SourceKind:
     opener: Callable[[dict[str, Any]], Opener]
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One unit entry of a frozen list, for its worker: where it is and what it was when listed
+    (``stamp``: ``"size:version"``; a container that no longer matches is ``SourceChanged``)."""
+
+    ref: ItemRef
+    container: int  # index into the list's containers
+    stamp: str
+    options: dict[str, Any]
+
+
+Expand = Callable[[Unit, str], list[tuple[bytes, ItemRef]]]
+
+
+@dataclass(frozen=True)
+class UnitKind:
+    """How a worker expands one kind of unit into its items: ``expand(unit, spool)`` returns
+    (name, item ref) pairs in the container's order; ``spool`` is a local folder it may copy a
+    remote container into (read once, then opened locally by the loaders). It raises
+    ``SourceChanged`` if the container changed since it was listed, and ``ItemError`` if it
+    cannot be read at all (the unit is then one error row, named after the container)."""
+
+    kind: Kind
+    label: str  # "tar", "Parquet row groups": in messages and in status
+    expand: Expand
+
+
 @dataclass
 class Listing:
     """Items of one source before freezing: names in order + per-item references."""
@@ -85,6 +122,9 @@ class Listing:
     start: list[int] | np.ndarray = field(default_factory=list)
     size: list[int] | np.ndarray = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    kinds: list[int] | np.ndarray | None = None  # per entry, where not all are ``kind``
+    weight: list[int] | np.ndarray | None = None  # per entry: the items it holds (units)
+    stamps: list[str] = field(default_factory=list)  # per container, for units
 
 
 def display_name(raw: bytes) -> str:
@@ -105,14 +145,19 @@ def _offsets(names: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return blob, offsets
 
 
+UNIT_KINDS = (Kind.TAR_FILE, Kind.TABLE_PART)
+
+
 @dataclass(frozen=True)
 class InputList:
-    """Input names (files: relative to ``root``) with their references, stored compactly.
+    """Input entries (files: names relative to ``root``) with their references, stored compactly.
 
     ``kind`` is None for a list of loose files only (the layout older jobs froze); otherwise every
-    item has a kind, a container index into ``containers`` (-1 for loose files), and two integers
-    whose meaning depends on the kind (see ``Kind``). ``options`` (JSON) tells loaders how to read
-    the containers (image key or column, path column).
+    entry has a kind, a container index into ``containers`` (-1 for loose files), and two integers
+    whose meaning depends on the kind (see ``Kind``). ``weight`` (None: 1 each) is the items an
+    entry holds; ``stamps`` the containers' ``"size:version"`` when listed (units only).
+    ``options`` (JSON) tells loaders and workers how to read the containers (image key or
+    column, path column, the folder table row names are relative to).
     """
 
     root: bytes
@@ -124,6 +169,8 @@ class InputList:
     size: np.ndarray | None = None
     containers: tuple[str, ...] = ()
     options: str = "{}"
+    weight: np.ndarray | None = None
+    stamps: tuple[str, ...] = ()
 
     @classmethod
     def from_names(cls, root: bytes, names: Iterable[bytes]) -> InputList:
@@ -140,16 +187,104 @@ class InputList:
 
     @classmethod
     def from_listing(cls, listing: Listing) -> InputList:
-        """Items in the listing's order (containers keep their members' order)."""
+        """Entries in the listing's order (containers keep their members' order)."""
         blob, offsets = _offsets(listing.names)
         n = len(listing.names)
-        return cls(root=b"", blob=blob, offsets=offsets,
-                   kind=np.full(n, int(listing.kind), dtype=np.uint8),
+        kinds = (np.full(n, int(listing.kind), dtype=np.uint8) if listing.kinds is None
+                 else np.asarray(listing.kinds, dtype=np.uint8))
+        return cls(root=b"", blob=blob, offsets=offsets, kind=kinds,
                    container=np.asarray(listing.container, dtype=np.int32),
                    start=np.asarray(listing.start, dtype=np.int64),
                    size=np.asarray(listing.size, dtype=np.int64),
                    containers=tuple(listing.containers),
-                   options=json.dumps(listing.options, sort_keys=True))
+                   options=json.dumps(listing.options, sort_keys=True),
+                   weight=(None if listing.weight is None
+                           else np.asarray(listing.weight, dtype=np.int64)),
+                   stamps=tuple(listing.stamps))
+
+    # -- units and weights -----------------------------------------------------------------------
+    def weights(self) -> np.ndarray:
+        """Items per entry (an estimate for a tar unit, see ``Kind``)."""
+        return (np.ones(len(self), dtype=np.int64) if self.weight is None else self.weight)
+
+    def unit_mask(self) -> np.ndarray:
+        """Which entries are units (expanded by their worker)."""
+        if self.kind is None:
+            return np.zeros(len(self), dtype=bool)
+        return np.isin(self.kind, np.asarray(UNIT_KINDS, dtype=np.uint8))
+
+    @property
+    def has_units(self) -> bool:
+        return bool(self.unit_mask().any())
+
+    def unit(self, i: int) -> Unit | None:
+        """Entry ``i`` as a unit, or None for an item."""
+        if self.kind is None or int(self.kind[i]) not in UNIT_KINDS:
+            return None
+        c = int(self.container[i])
+        return Unit(ItemRef(int(self.kind[i]), self.containers[c], int(self.start[i]),
+                            int(self.size[i])), c, self.stamps[c] if c < len(self.stamps) else "",
+                    self.reader_options)
+
+    def unit_bytes(self) -> np.ndarray:
+        """Bytes per entry where known (a tar unit's size), else 0: what the ETA counts."""
+        if self.kind is None:
+            return np.zeros(len(self), dtype=np.int64)
+        return np.where(self.kind == int(Kind.TAR_FILE), self.size, 0)
+
+    # -- growing ----------------------------------------------------------------------------------
+    def take(self, indices: Sequence[int]) -> InputList:
+        """Entries ``indices`` of this list (their containers kept as they are)."""
+        picked = np.asarray(indices, dtype=np.int64)
+        names = [self.raw(i) for i in picked.tolist()]
+        blob, offsets = _offsets(names)
+        if self.kind is None:
+            return InputList(root=self.root, blob=blob, offsets=offsets)
+        return replace(self, blob=blob, offsets=offsets, kind=self.kind[picked],
+                       container=self.container[picked], start=self.start[picked],
+                       size=self.size[picked],
+                       weight=None if self.weight is None else self.weight[picked])
+
+    def concat(self, other: InputList) -> InputList:
+        """This list followed by ``other``'s entries; ``other``'s containers are mapped onto
+        this list's by name (new ones appended with their stamps); indices here are unchanged."""
+        offsets = np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]
+                                  - other.offsets[0]]).astype(np.int64)
+        blob = np.concatenate([self.blob, other.blob[other.offsets[0]:other.offsets[-1]]])
+        if self.kind is None and other.kind is None:  # loose files: names are the references
+            return InputList(root=self.root, blob=blob, offsets=offsets)
+        if self.kind is None or other.kind is None:
+            raise ValueError("another kind of input")
+        containers = list(self.containers)
+        stamps = [*self.stamps, *[""] * (len(containers) - len(self.stamps))]
+        position = {c: i for i, c in enumerate(containers)}
+        mapping = np.full(len(other.containers) + 1, -1, dtype=np.int32)
+        for i, name in enumerate(other.containers):
+            if name not in position:
+                position[name] = len(containers)
+                containers.append(name)
+                stamps.append(other.stamps[i] if i < len(other.stamps) else "")
+            mapping[i] = position[name]
+        mapped = mapping[other.container]  # -1 (loose) indexes the last, -1
+        weight = (None if self.weight is None and other.weight is None else
+                  np.concatenate([self.weights(), other.weights()]))
+        return replace(self, blob=blob, offsets=offsets,
+                       kind=np.concatenate([self.kind, other.kind]),
+                       container=np.concatenate([self.container, mapped]).astype(np.int32),
+                       start=np.concatenate([self.start, other.start]),
+                       size=np.concatenate([self.size, other.size]),
+                       containers=tuple(containers), stamps=tuple(stamps), weight=weight)
+
+    @classmethod
+    def from_entries(cls, like: InputList, entries: Sequence[tuple[bytes, int, int, int, int]]
+                     ) -> InputList:
+        """A list of ``(name, kind, container, start, size)`` items (weight 1) over ``like``'s
+        containers: the error rows ``--retry-errors`` names again."""
+        blob, offsets = _offsets([e[0] for e in entries])
+        columns = np.asarray([e[1:] for e in entries], dtype=np.int64).reshape(-1, 4)
+        return replace(like, blob=blob, offsets=offsets, kind=columns[:, 0].astype(np.uint8),
+                       container=columns[:, 1].astype(np.int32), start=columns[:, 2],
+                       size=columns[:, 3], weight=np.ones(len(entries), dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -201,6 +336,10 @@ class InputList:
                        "size": self.size, "containers_blob": cblob,
                        "containers_offsets": coffsets,
                        "options": np.frombuffer(self.options.encode(), dtype=np.uint8)}
+            if self.weight is not None:
+                sblob, soffsets = _offsets([s.encode() for s in self.stamps])
+                arrays |= {"weight": self.weight, "stamps_blob": sblob,
+                           "stamps_offsets": soffsets}
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -215,8 +354,17 @@ class InputList:
             if "kind" not in data:
                 return base
             cblob, coffsets = data["containers_blob"].tobytes(), data["containers_offsets"]
-            containers = tuple(cblob[a:b].decode() for a, b in
-                               zip(coffsets[:-1].tolist(), coffsets[1:].tolist(), strict=True))
+            containers = _strings(cblob, coffsets)
+            weight, stamps = None, ()
+            if "weight" in data:
+                weight = data["weight"]
+                stamps = _strings(data["stamps_blob"].tobytes(), data["stamps_offsets"])
             return cls(root=base.root, blob=base.blob, offsets=base.offsets, kind=data["kind"],
                        container=data["container"], start=data["start"], size=data["size"],
-                       containers=containers, options=data["options"].tobytes().decode())
+                       containers=containers, options=data["options"].tobytes().decode(),
+                       weight=weight, stamps=stamps)
+
+
+def _strings(blob: bytes, offsets: np.ndarray) -> tuple[str, ...]:
+    return tuple(blob[a:b].decode() for a, b in
+                 zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True))

@@ -1,17 +1,18 @@
 """The registry of source kinds: each kind's record (``base.SourceKind``) lives in its module.
 
 Nothing outside this package branches on a kind: ``list_inputs`` recognises containers by the
-registered suffixes and lists through the kind's record; a loader's ``BatchReader`` opens refs
-through the kind's opener.
+registered suffixes and lists through the kind's record; a worker expands units through
+``UNITS`` (``sources.expand``); a loader's ``BatchReader`` opens refs through the kind's opener.
 """
 
 from __future__ import annotations
 
 from . import files, lines, tables, tars
-from .base import SourceKind
+from .base import SourceKind, UnitKind
 
 KINDS: dict[int, SourceKind] = {k.kind: k for k in (files.KIND, lines.KIND, tars.KIND,
                                                     tables.KIND)}
+UNITS: dict[int, UnitKind] = {u.kind: u for u in (tars.UNIT, tables.UNIT)}  # expanded by workers
 CONTAINERS = tuple(k for k in KINDS.values() if k.suffix)  # recognised by their files' suffix
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import ItemError, SpecError
+from ..errors import ItemError, SourceChanged, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -149,26 +149,83 @@ def exists(location: str) -> bool:
     return bool(retrying(redact(location), lambda: fs.exists(path)))
 
 
-def missing(locations: list[str]) -> list[str]:
-    """Those of ``locations`` that do not exist, by one listing of each folder they are in (a
-    brace range of 100,000 objects is one listing per prefix, not 100,000 requests)."""
-    folders: dict[str, list[str]] = {}
-    for loc in locations:
-        folders.setdefault(loc.rsplit("/", 1)[0] if "/" in loc else ".", []).append(loc)
-    gone = []
+Stamp = tuple[int, str]  # (size in bytes, version: a local file's mtime_ns, an object's ETag)
+
+
+def _version(info: dict[str, Any]) -> str:
+    """An object's version from its listing entry: the ETag where the store gives one (S3,
+    GCS, Azure), else its modification time."""
+    for key in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified",
+                "mtime", "updated"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return ""
+
+
+def stat_all(locations: list[str]) -> list[Stamp | None]:
+    """Each location's (size, version), None where it does not exist: one listing of each
+    folder they are in, so a brace range of 100,000 objects costs one listing per prefix (a
+    thousand entries a request on S3), never a request per object."""
+    folders: dict[str, list[int]] = {}
+    for i, loc in enumerate(locations):
+        folders.setdefault(loc.rsplit("/", 1)[0] if "/" in loc else ".", []).append(i)
+    found: list[Stamp | None] = [None] * len(locations)
     for folder, wanted in folders.items():
+        entries: dict[str, Stamp] = {}
         try:
             if is_url(folder):
                 fs, path = filesystem(folder)
                 listed = retrying(redact(folder), lambda fs=fs, path=path: fs.ls(path,
-                                                                                detail=False))
+                                                                                detail=True))
+                entries = {e["name"].rstrip("/").rsplit("/", 1)[-1]:
+                           (int(e.get("size") or 0), _version(e))
+                           for e in listed if e.get("type", "file") == "file"}
             else:
-                listed = os.listdir(folder)
+                with os.scandir(folder) as it:
+                    for e in it:
+                        if e.is_file():
+                            st = e.stat()
+                            entries[e.name] = (st.st_size, str(st.st_mtime_ns))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
-            listed = []  # nothing there can be read: every one of them is missing
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in listed}
-        gone += [w for w in wanted if w.rsplit("/", 1)[-1] not in names]
-    return gone
+            pass  # nothing there can be read: every one of them is missing
+        for i in wanted:
+            found[i] = entries.get(locations[i].rsplit("/", 1)[-1])
+    return found
+
+
+def stat(location: str) -> Stamp:
+    """One location's (size, version), as ``stat_all`` gives it; OSError if it cannot be read."""
+    if not is_url(location):
+        st = os.stat(location)
+        return st.st_size, str(st.st_mtime_ns)
+    fs, path = filesystem(location)
+    info = retrying(redact(location), lambda: fs.info(path))
+    return int(info.get("size") or 0), _version(info)
+
+
+def check_stamp(location: str, stamp: str, label: str) -> None:
+    """``SourceChanged`` if the container at ``location`` is not what ``stamp`` (``"size:version"``)
+    says it was when listed; ``ItemError("read")`` if it cannot be read now."""
+    try:
+        size, version = stat(location)
+    except OSError as exc:
+        raise read_error(location, exc) from None
+    if stamp and f"{size}:{version}" != stamp:
+        was = stamp.split(":", 1)[0]
+        raise SourceChanged(f"{label} {redact(location)} changed since the job listed it "
+                            f"({was} bytes then, {size} now, or a new version): its results would "
+                            "mix two versions; restore it, or start the job again (--overwrite)")
+
+
+def missing(locations: list[str]) -> list[str]:
+    """Those of ``locations`` that do not exist (``stat_all``'s listings)."""
+    return [loc for loc, st in zip(locations, stat_all(locations), strict=True) if st is None]
+
+
+def download(location: str, path: str) -> None:
+    """A remote object copied whole to the local ``path`` (one GET, retried when transient)."""
+    fs, remote = filesystem(location)
+    retrying(redact(location), lambda: fs.get_file(remote, path))
 
 
 def isdir(location: str) -> bool:

@@ -2,11 +2,16 @@
 with ``--modality text`` its caption is a string cell (``text_column``, default the first of
 ``caption text txt``; a null or blank cell is an error row).
 
-Listing (driver): only each file's footer and the key column are read (``pyarrow``), never the
-image column. The image column is ``image_column`` or the first of ``jpg png webp image img``
-holding bytes or a Hugging Face ``{bytes, path}`` struct; ``path_column`` instead names a column of
-paths (relative to the table's folder) or URLs. Names come from ``key_column`` (default ``key`` when
-present), else ``<file>:<row>``. Unknown columns and tables without rows are SpecErrors.
+Listing (driver): only each file's footer is read (``pyarrow``; concurrently on object storage),
+never a row: each row group becomes a ``TABLE_PART`` unit weighing its row count, which the plan
+packs into shards (a large table is cut between row groups). Expanding (worker, when the part's
+shard runs): the key column of its row groups is read, or the names made from the row numbers.
+
+The image column is ``image_column`` or the first of ``jpg png webp image img`` holding bytes or a
+Hugging Face ``{bytes, path}`` struct; ``path_column`` instead names a column of paths (relative to
+the table's folder) or URLs. Names come from ``key_column`` (default ``key`` when present), else
+``<file>:<row>``. Unknown columns and tables without rows are SpecErrors; keys repeated across rows
+are reported after the run (``duplicates.py``), never merged.
 
 Opening (loader): rows are read by row group, only the needed columns; each loader keeps the last
 row group it read, because a batch's neighbours come from the same group.
@@ -18,11 +23,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ..errors import ItemError, SpecError
 from . import storage
-from .base import InputList, ItemRef, Kind, Listing, Opened, Opener, SourceKind, display_name
+from .base import InputList, ItemRef, Kind, Listing, Opened, Opener, SourceKind, Unit, UnitKind
 from .files import common_root
 
 AUTO_COLUMNS = ("jpg", "png", "webp", "image", "img")
@@ -108,60 +111,84 @@ def _check_table(schema: Any, options: dict[str, Any], where: str) -> dict[str, 
     return read
 
 
-def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Listing:
-    """Every row of ``tables`` (footer + key column only); SpecError if a column is wrong."""
-    listing = Listing(names=[], kind=Kind.TABLE, containers=[storage.redact(t) for t in tables])
-    starts: list[np.ndarray] = []
-    sizes: list[np.ndarray] = []
-    containers: list[np.ndarray] = []
-    read: dict[str, str] = {}
-    for index, table in enumerate(tables):
-        where = f"table {storage.redact(table)}"
+def _footers(tables: Sequence[str]) -> list[Any]:
+    """Each table's footer (``FileMetaData``), concurrently for objects (a GET's latency each)."""
+    def read(table: str) -> Any:
         try:
-            pf = _parquet_file(table)
+            return storage.retrying(storage.redact(table),
+                                    lambda: _parquet_file(table).metadata)
         except (OSError, ValueError) as exc:
-            raise SpecError(f"{where} cannot be read: {exc}") from None
-        read = _check_table(pf.schema_arrow, options, where)
-        counts = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-        total = sum(counts)
-        if not total:
-            continue
-        starts.append(np.repeat(np.arange(len(counts), dtype=np.int64), counts))
-        sizes.append(np.concatenate([np.arange(c, dtype=np.int64) for c in counts if c]))
-        containers.append(np.full(total, index, dtype=np.int32))
-        if read["key_column"]:
-            keys = pf.read(columns=[read["key_column"]]).column(0).to_pylist()
-            listing.names += [str(k).encode() for k in keys]
-        else:
-            rel = os.path.relpath(table, root) if not storage.is_url(table) else (
-                table[len(root):].lstrip("/"))
-            listing.names += [f"{rel}:{i}".encode() for i in range(total)]
-    if not listing.names:
+            raise SpecError(f"table {storage.redact(table)} cannot be read: {exc}") from None
+
+    if len(tables) > 1 and storage.is_url(tables[0]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(32, len(tables))) as pool:
+            return list(pool.map(read, tables))
+    return [read(t) for t in tables]
+
+
+def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Listing:
+    """One ``TABLE_PART`` unit per row group of ``tables`` (footers only); SpecError if a column
+    is wrong or no table has a row."""
+    stamps = storage.stat_all(list(tables))
+    gone = [t for t, st in zip(tables, stamps, strict=True) if st is None]
+    if gone:
+        raise SpecError(f"table {storage.redact(gone[0])} does not exist "
+                        f"({len(gone)} of {len(tables)} missing)")
+    names, container, start, weight = [], [], [], []
+    read: dict[str, str] = {}
+    for index, (table, meta) in enumerate(zip(tables, _footers(tables), strict=True)):
+        where = f"table {storage.redact(table)}"
+        read = _check_table(meta.schema.to_arrow_schema(), options, where)
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if rows:
+                names.append(f"{storage.redact(table)}#{g}".encode())
+                container.append(index)
+                start.append(g)
+                weight.append(rows)
+    if not names:
         raise SpecError(f"table source {storage.redact(tables[0])} has no rows")
-    listing.start = np.concatenate(starts)
-    listing.size = np.concatenate(sizes)
-    listing.container = np.concatenate(containers)
-    _check_unique(listing, read["key_column"])
-    listing.options = {"image_column": read.get("image_column", ""),
-                       "path_column": read.get("path_column", ""),
-                       **({"text_column": read["text_column"]} if "text_column" in read else {}),
-                       "keep": list(options.get("keep_columns") or ())}
-    return listing
+    return Listing(
+        names=names, kind=Kind.TABLE_PART, containers=[storage.redact(t) for t in tables],
+        container=container, start=start, size=[1] * len(names), weight=weight,
+        stamps=[f"{st[0]}:{st[1]}" for st in stamps if st],
+        options={"image_column": read.get("image_column", ""),
+                 "path_column": read.get("path_column", ""),
+                 **({"text_column": read["text_column"]} if "text_column" in read else {}),
+                 "key_column": read["key_column"], "names_root": root,
+                 "keep": list(options.get("keep_columns") or ())})
 
 
-def _check_unique(listing: Listing, key_column: str) -> None:
-    """SpecError naming the first repeated key and its table(s)."""
-    if len(set(listing.names)) == len(listing.names):
-        return
-    seen: dict[bytes, int] = {}
-    for name, index in zip(listing.names, listing.container.tolist(), strict=True):
-        if name in seen:
-            other, tables = seen[name], listing.containers
-            where = (f"both {tables[other]} and {tables[index]}" if other != index
-                     else f"{tables[index]} twice")
-            raise SpecError(f"--key-column {key_column}: key {display_name(name)!r} is in "
-                            f"{where}; name a column of unique keys")
-        seen[name] = index
+def expand_part(unit: Unit, spool: str) -> list[tuple[bytes, ItemRef]]:
+    """The rows of a ``TABLE_PART`` unit: names from its key column, else ``<file>:<row>``."""
+    storage.check_stamp(str(unit.ref.location), unit.stamp, "table")
+    location = str(unit.ref.location)
+    options = unit.options
+    first, count = unit.ref.start, unit.ref.size
+    try:
+        pf = storage.retrying(storage.redact(location), lambda: _parquet_file(location))
+        meta = pf.metadata
+        rows = [meta.row_group(g).num_rows for g in range(first, first + count)]
+        key = options.get("key_column") or ""
+        if key:
+            names = [str(k).encode() for g in range(first, first + count)
+                     for k in pf.read_row_group(g, columns=[key]).column(0).to_pylist()]
+        else:
+            root = options.get("names_root", "")
+            rel = (os.path.relpath(location, root) if not storage.is_url(location)
+                   else location[len(root):].lstrip("/"))
+            base = sum(meta.row_group(g).num_rows for g in range(first))
+            names = [f"{rel}:{i}".encode() for i in range(base, base + sum(rows))]
+    except OSError as exc:
+        raise storage.read_error(location, exc) from None
+    except ValueError as exc:  # pyarrow's ArrowInvalid: not Parquet, or cut short
+        raise ItemError("read", f"{storage.redact(location)}: {exc}") from None
+    refs = [ItemRef(Kind.TABLE, location, g, r) for g, n in zip(range(first, first + count),
+                                                                 rows, strict=True)
+            for r in range(n)]
+    return list(zip(names, refs, strict=True))
 
 
 def _plain(value: Any) -> Any:
@@ -246,6 +273,7 @@ def _open_tables(options: dict[str, Any]) -> Opener:
     return lambda refs: reader.open(refs, options)
 
 
+UNIT = UnitKind(Kind.TABLE_PART, "Parquet row groups", expand_part)
 KIND = SourceKind(
     Kind.TABLE, "Parquet", suffix=".parquet",
     reads=("image_column", "path_column", "key_column", "text_column", "keep_columns"),

@@ -1,9 +1,16 @@
 """webdataset tar shards: samples are runs of members sharing a key; a sample's name is its key.
 
-Listing (driver): each tar's headers are walked without reading member data (``tarheaders``); a
-sample is recorded as the byte range from its first header to the end of its last member's data, so
-a loader reads a whole batch of a tar with one contiguous (range) read and splits it in memory.
-Keys must be unique across the job: a repeated key is a SpecError naming both tars.
+Listing (driver): the tars only, each with its size and version from one listing of its folder
+(``storage.stat_all``): no tar byte is read, except the headers of the first tar's first
+``SAMPLE_BYTES``, which give the bytes a sample takes, so that each tar's items are estimated from
+its size (the weights the plan packs). Each tar is a ``TAR_FILE`` unit.
+
+Expanding (worker, when the tar's shard runs): the tar's headers are walked without reading member
+data (``tarheaders``; a remote tar is first copied whole to the worker's spool, one GET); a sample
+is the byte range from its first header to the end of its last member's data, so a loader reads a
+whole batch of a tar with one contiguous read and splits it in memory. A tar whose size or
+version changed since the listing is ``SourceChanged``; one that cannot be read is one error row.
+Keys repeated across tars are reported after the run (``duplicates.py``), never merged.
 
 Opening (loader): the image is the member whose extension is ``image_key`` (or, by default, the
 first with an image extension); kept columns come from a member of that extension (``txt``, ``cls``)
@@ -19,9 +26,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import ItemError, SpecError
 from . import storage, tarheaders
-from .base import InputList, ItemRef, Kind, Listing, Opened, SourceKind
+from .base import InputList, ItemRef, Kind, Listing, Opened, SourceKind, Unit, UnitKind
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +70,15 @@ def _reader(location: str) -> tuple[Any, Any, int]:
     return read_at, f.close, f.size
 
 
-def list_tar(location: str) -> tuple[list[str], list[int], list[int]]:
-    """(keys, starts, sizes) of the samples of one tar, from its headers only."""
-    try:
-        read_at, close, total = _reader(location)
-    except OSError as exc:
-        raise SpecError(f"tar {storage.redact(location)} cannot be read: "
-                        f"{exc.strerror or exc}") from None
+def list_tar(location: str, limit: int | None = None) -> tuple[list[str], list[int], list[int]]:
+    """(keys, starts, sizes) of the samples of one tar, from its headers only (those starting
+    before byte ``limit``, when given); OSError if it cannot be opened."""
+    read_at, close, total = _reader(location)
     keys: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     try:
-        for member in tarheaders.walk(read_at):
+        for member in tarheaders.walk(read_at, end=limit):
             split = tarheaders.split_key(member.name)
             if split is None:
                 continue
@@ -85,34 +91,71 @@ def list_tar(location: str) -> tuple[list[str], list[int], list[int]]:
                 ends.append(end)
     finally:
         close()
-    if ends and ends[-1] > total:
+    if limit is None and ends and ends[-1] > total:
         log.warning("tar %s is truncated: its last samples will be error rows",
                     storage.redact(location))
     return keys, starts, [e - s for s, e in zip(starts, ends, strict=True)]
 
 
+SAMPLE_BYTES = 16 << 20  # the headers the estimate of a sample's bytes walks (first tar only)
+
+
+def sample_bytes(tar: str, size: int) -> float:
+    """The mean bytes a sample takes in ``tar`` (``size`` bytes), from the headers of its first
+    ``SAMPLE_BYTES`` (the one tar a plan reads); 0.0 if it has none or cannot be read. A tar
+    walked whole counts its padding too, as the sizes of the others do."""
+    try:
+        _, starts, sizes = list_tar(tar, limit=SAMPLE_BYTES)
+    except OSError:
+        return 0.0
+    if not starts:
+        return 0.0
+    if size <= SAMPLE_BYTES:
+        return size / len(starts)
+    return (starts[-1] + sizes[-1] - starts[0]) / len(starts)
+
+
 def list_tars(tars: Sequence[str], options: dict[str, Any]) -> Listing:
-    """Every sample of ``tars`` in tar order; SpecError on a repeated key or no samples."""
-    listing = Listing(names=[], kind=Kind.TAR, containers=[storage.redact(t) for t in tars],
-                      options={"image_key": options.get("image_key") or "",
-                               "keep": list(options.get("keep_columns") or ())})
-    seen: dict[str, int] = {}
-    for index, tar in enumerate(tars):
-        keys, starts, sizes = list_tar(tar)
-        for key in keys:
-            other = seen.get(key)
-            if other is not None:
-                where = (f"both {storage.redact(tars[other])} and {storage.redact(tar)}"
-                         if other != index else f"{storage.redact(tar)} twice")
-                raise SpecError(f"sample key {key!r} is in {where}: keys must be unique")
-            seen[key] = index
-        listing.names += [k.encode("utf-8", "surrogateescape") for k in keys]
-        listing.container += [index] * len(keys)
-        listing.start += starts
-        listing.size += sizes
-    if not listing.names:
-        raise SpecError(f"tar source {storage.redact(tars[0])} has no samples")
-    return listing
+    """One ``TAR_FILE`` unit per tar (see the module doc); SpecError naming a missing tar."""
+    stamps = storage.stat_all(list(tars))
+    gone = [t for t, st in zip(tars, stamps, strict=True) if st is None]
+    if gone:
+        raise SpecError(f"tar {storage.redact(gone[0])} does not exist "
+                        f"({len(gone)} of {len(tars)} missing)")
+    per = options.get("sample_bytes") or sample_bytes(tars[0], stamps[0][0])
+    sizes = np.asarray([st[0] for st in stamps if st], dtype=np.int64)
+    weight = np.maximum(1, np.rint(sizes / per)) if per else np.ones(len(tars))
+    names = [storage.redact(t) for t in tars]
+    return Listing(names=[n.encode("utf-8", "surrogateescape") for n in names],
+                   kind=Kind.TAR_FILE, containers=names, container=np.arange(len(tars)),
+                   start=np.zeros(len(tars), dtype=np.int64), size=sizes,
+                   weight=weight.astype(np.int64),
+                   stamps=[f"{st[0]}:{st[1]}" for st in stamps if st],
+                   options={"image_key": options.get("image_key") or "",
+                            "keep": list(options.get("keep_columns") or ()),
+                            "sample_bytes": per})
+
+
+def expand_tar(unit: Unit, spool: str) -> list[tuple[bytes, ItemRef]]:
+    """The samples of a ``TAR_FILE`` unit (see the module doc)."""
+    storage.check_stamp(str(unit.ref.location), unit.stamp, "tar")
+    location = str(unit.ref.location)
+    local = location
+    if storage.is_url(location):
+        local = os.path.join(spool, f"{unit.container}.tar")
+        try:
+            storage.download(location, local)
+        except OSError as exc:
+            raise storage.read_error(location, exc) from None
+    try:
+        keys, starts, sizes = list_tar(local)
+    except OSError as exc:
+        raise storage.read_error(location, exc) from None
+    if not keys:
+        raise ItemError("read", f"{storage.redact(location)} holds no webdataset sample "
+                                "(not a tar, or empty)")
+    return [(k.encode("utf-8", "surrogateescape"), ItemRef(Kind.TAR, local, a, b))
+            for k, a, b in zip(keys, starts, sizes, strict=True)]
 
 
 def _column(members: dict[str, bytes], name: str) -> Any:
@@ -182,3 +225,4 @@ KIND = SourceKind(
     Kind.TAR, "tar", suffix=".tar", reads=("image_key", "keep_columns"), modalities=("image",),
     list=lambda tars, options: InputList.from_listing(list_tars(tars, options)),
     opener=lambda options: lambda refs: open_tar_run(refs, options))
+UNIT = UnitKind(Kind.TAR_FILE, "tar", expand_tar)
