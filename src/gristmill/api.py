@@ -132,8 +132,11 @@ def _run(spec: JobSpec, job: PreparedJob, backend: Backend, command: str,
     pending = sum(len(s) for s in job.pending)
     status = {"run": run_id, "pid": lock["pid"], "host": lock["host"], "started": now,
               "items": job.state.items, "items_pending": pending, "shards": len(job.shards)}
+    sizes = job.inputs.unit_bytes()
     tracker = Tracker(report, pending, spec.progress, sinks=sinks,
-                      status=status if local else None)
+                      status=status if local else None,
+                      shards={s.id: (s.items, int(sizes[s.start:s.stop].sum()))
+                              for s in job.pending} if job.state.estimated else None)
     tracker.begin(runlog.start_event(spec, job, run_id, command, now))
     restore = raise_on_sigterm()
     outcome = "error"

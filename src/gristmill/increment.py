@@ -71,7 +71,14 @@ def new_inputs(frozen: InputList, listed: InputList) -> list[int]:
         raise SpecError(f"--append: the sources now list inputs under {os.fsdecode(listed.root)}, "
                         f"the job's under {os.fsdecode(frozen.root)}; give the same sources")
     known = set(frozen.raw_range(0, len(frozen)))
-    return [i for i, n in enumerate(listed.raw_range(0, len(listed))) if n not in known]
+    listed_names = listed.raw_range(0, len(listed))
+    if listed.has_units and frozen.kind is not None and not frozen.has_units:
+        # a job frozen before containers were units holds their items: a container it holds
+        # already is not new, whatever its unit is named
+        held = set(frozen.containers)
+        return [i for i, n in enumerate(listed_names) if n not in known
+                and listed.containers[int(listed.container[i])] not in held]
+    return [i for i, n in enumerate(listed_names) if n not in known]
 
 
 def errors_to_retry(state: JobState) -> InputList | None:

@@ -141,9 +141,10 @@ class JobState:
 
     def shard_errors(self, shard: Shard) -> list[IndexedError]:
         """The error rows of one committed shard, each with its input's index."""
-        rows = self.sink.error_rows(self.store, self.done[shard.id])
-        if all(index >= 0 for index, *_ in rows):
-            return rows
+        marker = self.done[shard.id]
+        rows = self.sink.error_rows(self.store, marker)
+        if marker.error_refs is not None or all(index >= 0 for index, *_ in rows):
+            return rows  # (-1 with a reference: a sample of a unit, reopened by that)
         # rows an old shard file gave without indices: found again by name within the shard
         from .sources import display_name
 

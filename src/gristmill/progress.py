@@ -91,9 +91,15 @@ class Tracker:
     """
 
     def __init__(self, report: Report, total_items: int, show: bool, *,
-                 sinks: Sequence[Any] = (), status: dict[str, Any] | None = None) -> None:
+                 sinks: Sequence[Any] = (), status: dict[str, Any] | None = None,
+                 shards: dict[int, tuple[int, int]] | None = None) -> None:
         self.report = report
-        self.total_items = total_items  # this run's pending items
+        self.total_items = total_items  # this run's pending items (estimated, for tars)
+        # pending shard id -> (items as planned, bytes): a committed shard's real count replaces
+        # its estimate, and with bytes known (tars) the ETA is the bytes left at the bytes/s
+        self.shards = dict(shards or {})
+        self.bytes_total = sum(b for _, b in self.shards.values())
+        self.bytes_done = 0
         self.started = time.monotonic()
         self.sinks = list(sinks)
         self.status = status
@@ -127,6 +133,13 @@ class Tracker:
             r.shards_committed += 1
             self.receipt_items += message.ok + message.errors
             self.items = max(self.items, self.receipt_items)
+            planned, size = self.shards.pop(message.shard, (0, 0))
+            if planned:
+                self.total_items += message.ok + message.errors - planned
+                if self.bar is not None:
+                    self.bar.total = self.total_items
+                    self.bar.refresh()
+            self.bytes_done += size
             for k, v in message.stage_seconds.items():
                 r.stage_seconds[k] = r.stage_seconds.get(k, 0.0) + v
         elif isinstance(message, WorkerReady):
@@ -156,6 +169,9 @@ class Tracker:
         return (self.items - n0) / (now - t0) if now > t0 else 0.0
 
     def eta(self, rate: float) -> float | None:
+        if self.bytes_total and self.bytes_done:  # tars: items are estimates, bytes are known
+            spent = time.monotonic() - self.started
+            return (self.bytes_total - self.bytes_done) * spent / self.bytes_done
         left = max(0, self.total_items - self.items)
         return left / rate if rate > 0 else (0.0 if not left else None)
 
@@ -165,6 +181,7 @@ class Tracker:
             rate = self.rate(now)
             self.emit({"event": "rate", "time": time.time(), "items": self.items,
                        "rate": round(rate, 3), "eta": _round(self.eta(rate)),
+                       **({"bytes_done": self.bytes_done} if self.bytes_total else {}),
                        "committed_total": self.report.shards_skipped
                        + self.report.shards_committed})
         if now - self.last_file >= PROGRESS_SECONDS:

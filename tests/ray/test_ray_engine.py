@@ -200,3 +200,29 @@ def _listdir(path: Path) -> list[str]:
         return os.listdir(path)
     except FileNotFoundError:
         return []
+
+
+def test_ray_tar_and_parquet_jobs_equal_local(ray_cluster, tree210, tmp_path) -> None:
+    """Units (whole tars, table row groups) expanded by Ray actors: the local engine's rows."""
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ray_cluster.ensure_workers()
+    root, names = tree210
+    names = names[:60]
+    for t in range(4):  # 4 tars of 15 samples: keys are the names without .jpg
+        with tarfile.open(tmp_path / f"{t}.tar", "w") as tar:
+            for name in names[t * 15:(t + 1) * 15]:
+                tar.add(root / name, arcname=name)
+    pq.write_table(pa.table({"key": [n[:-4] for n in names],
+                             "jpg": [(root / n).read_bytes() for n in names]}),
+                   tmp_path / "t.parquet", row_group_size=10)
+    for source in (str(tmp_path / "{0..3}.tar"), str(tmp_path / "t.parquet")):
+        tag = "tar" if source.endswith(".tar") else "parquet"
+        local = gristmill.run([source], str(tmp_path / f"{tag}-local"), **OPTIONS)
+        on_ray = gristmill.run([source], str(tmp_path / f"{tag}-ray"), engine="ray", **OPTIONS)
+        assert local.ok == on_ray.ok == 60
+        assert_same(tmp_path / f"{tag}-ray", tmp_path / f"{tag}-local")
+        assert read(tmp_path / f"{tag}-ray")[0] == [n[:-4] for n in names]  # container order

@@ -30,7 +30,7 @@ from gristmill.engines.messages import (
     WorkerReady,
     WorkerReplaced,
 )
-from gristmill.errors import JobFailed
+from gristmill.errors import JobFailed, SourceChanged
 from gristmill.plan import plan
 
 
@@ -51,6 +51,7 @@ class Fate:
     stall: bool = False
     setup_error: str = ""
     dead: str = ""
+    fatal_on: frozenset[int] = frozenset()  # ShardFailed(fatal=True): a container changed
 
 
 @dataclass
@@ -98,6 +99,9 @@ class FakeWorker:
         self.inflight.pop(0)
         if task.shard.id in self.fate.fail_on:
             return [ShardFailed(task.shard.id, "model: RuntimeError: boom")]
+        if task.shard.id in self.fate.fatal_on:
+            self.log.append(("fatal", self.index, self.pid, task))
+            return [ShardFailed(task.shard.id, "tar x.tar changed", fatal=True)]
         self.log.append(("committed", self.index, self.pid, task))
         return [Receipt(task.shard.id, len(task.shard), 0, True, worker=self.index)]
 
@@ -250,3 +254,17 @@ def test_workers_that_keep_dying_fail_the_job_at_the_death_bound():
         run(launcher, 40)
     assert launcher.incarnations[0] == 24  # 10 per worker + max_attempts, then one more
     assert launcher.closed == 1
+
+
+def test_a_fatal_failure_lets_the_shards_in_flight_commit_then_stops_the_job():
+    launcher = FakeLauncher(2, lambda i, n: Fate(pace=1 if i == 0 else 3,
+                                                 fatal_on=frozenset({5})))
+    with pytest.raises(SourceChanged, match="tar x.tar changed"):
+        run(launcher, 24)
+    fatal_at = next(k for k, (what, *_) in enumerate(launcher.log) if what == "fatal")
+    assert not [e for e in launcher.log[fatal_at:] if e[0] == "sent"]  # nothing more handed out
+    sent = {t.shard.id for what, _, _, t in launcher.log if what == "sent"}
+    assert set(launcher.committed()) == sent - {5}  # every shard in flight committed
+    assert all(n == 1 for n in launcher.committed().values())
+    for handle in launcher.handles:
+        assert handle.calls == ["stop", "join", "close"]

@@ -18,7 +18,9 @@ The death bound: more than ``10 * workers + max_attempts`` replacements in one j
 is not one worker (a model that crashes its process, no memory left): the job fails with
 ``JobFailed``. A worker whose setup raised (the model cannot load) fails the job at once, since
 every replacement would fail the same way; so does having no ready worker for the launcher's
-``setup_timeout`` (Ray: every node lost). Committed shards stay; a rerun resumes.
+``setup_timeout`` (Ray: every node lost). Committed shards stay; a rerun resumes. A ``fatal``
+``ShardFailed`` (a container changed since it was listed: no attempt can succeed) hands out
+nothing more, lets the shards in flight commit, then raises ``SourceChanged``.
 
 Shutdown order (written once, here): ask every worker to stop (it stops its loaders, frees its ring
 and exits); wait up to ``JOIN_SECONDS`` for all of them; close every handle (which kills a
@@ -67,6 +69,7 @@ class Supervisor:
         self.slots: list[_Slot] = []
         self.replaced = 0
         self.last_ready = time.monotonic()
+        self.fatal = ""  # why the job must stop once the shards in flight are done
 
     def run(self, shards: Sequence[Shard]) -> dict[int, str]:
         """Run ``shards``; return the ones given up, with their reasons."""
@@ -86,6 +89,8 @@ class Supervisor:
                 self.launcher.tend()
         finally:
             self._shutdown()
+        if self.fatal:
+            raise SourceChanged(self.fatal)
         return self.queue.failed
 
     def _assign(self) -> None:
@@ -109,7 +114,12 @@ class Supervisor:
             if task is not None:
                 slot.inflight.remove(task)
                 if isinstance(message, ShardFailed) and message.fatal:
-                    raise SourceChanged(message.reason)
+                    # no attempt can succeed: hand out nothing more, let the shards in flight
+                    # commit, then stop the job (``run``)
+                    self.fatal = self.fatal or message.reason
+                    self.queue.pending.clear()
+                    self.on_event(message)
+                    return
                 if isinstance(message, ShardFailed):
                     self.queue.retry(task, message.reason)
         elif isinstance(message, WorkerReady):
