@@ -124,7 +124,7 @@ def test_retry_errors_reopens_a_sample_by_its_reference(photo_samples, tmp_path)
         assert result.errors == []
 
 
-def test_status_during_a_tar_job_counts_containers_and_items_so_far(tars, tmp_path):
+def test_status_and_report_during_a_tar_job_count_containers_and_items_so_far(tars, tmp_path):
     out = tmp_path / "out"
     seen = {}
 
@@ -132,6 +132,10 @@ def test_status_during_a_tar_job_counts_containers_and_items_so_far(tars, tmp_pa
         shown = subprocess.run([sys.executable, "-m", "gristmill", "status", str(out), "--json"],
                                env=env(), capture_output=True, text=True, timeout=60)
         seen.update(json.loads(shown.stdout))
+        page = subprocess.run([sys.executable, "-m", "gristmill", "report", str(out)],
+                              env=env(), capture_output=True, text=True, timeout=60)
+        assert page.returncode == 0, page.stderr
+        seen["page"] = (out / "report.html").read_text()
 
     done = held_job(tars, out, tmp_path / "hold", look)
     assert done.returncode == 0, done.stderr
@@ -139,6 +143,8 @@ def test_status_during_a_tar_job_counts_containers_and_items_so_far(tars, tmp_pa
     assert (seen["containers"], seen["containers_done"]) == (3, 0)
     assert seen["items_estimated"] is True and seen["items_done"] == 0
     assert seen["bytes"] == sum(p.stat().st_size for p in tars.glob("*.tar"))
+    assert "0 of about 28 items done" in seen["page"]
+    assert "0 of 3 containers done" in seen["page"]
     final = subprocess.run([sys.executable, "-m", "gristmill", "status", str(out), "--json"],
                            env=env(), capture_output=True, text=True, timeout=60)
     data = json.loads(final.stdout)

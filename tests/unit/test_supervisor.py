@@ -259,7 +259,7 @@ def test_workers_that_keep_dying_fail_the_job_at_the_death_bound():
 def test_a_fatal_failure_lets_the_shards_in_flight_commit_then_stops_the_job():
     launcher = FakeLauncher(2, lambda i, n: Fate(pace=1 if i == 0 else 3,
                                                  fatal_on=frozenset({5})))
-    with pytest.raises(SourceChanged, match="tar x.tar changed"):
+    with pytest.raises(SourceChanged, match=r"tar x\.tar changed"):
         run(launcher, 24)
     fatal_at = next(k for k, (what, *_) in enumerate(launcher.log) if what == "fatal")
     assert not [e for e in launcher.log[fatal_at:] if e[0] == "sent"]  # nothing more handed out

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -213,9 +214,9 @@ class InputList:
             return np.zeros(len(self), dtype=bool)
         return np.isin(self.kind, np.asarray(UNIT_KINDS, dtype=np.uint8))
 
-    @property
+    @cached_property
     def has_units(self) -> bool:
-        return bool(self.unit_mask().any())
+        return self.kind is not None and bool(self.unit_mask().any())
 
     def unit(self, i: int) -> Unit | None:
         """Entry ``i`` as a unit, or None for an item."""
