@@ -16,6 +16,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from . import ledger, outdir, runlog
@@ -42,7 +43,7 @@ class Run:
     def t0(self) -> float:
         return float(self.start["time"])
 
-    @property
+    @cached_property  # asked once per event placed (``at``): computed once, not per event
     def seconds(self) -> float:
         """Start to the last thing it saw (its end line, or the last event of a killed run)."""
         last = max((e.get(k) or self.t0 for e in self.events for k in ("time", "finished")),
@@ -54,7 +55,14 @@ class Run:
         return self.offset + min(max(0.0, wall - self.t0), self.seconds)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
+        return self._by_kind.get(kind, [])
+
+    @cached_property
+    def _by_kind(self) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for e in self.events:
+            grouped.setdefault(e["event"], []).append(e)
+        return grouped
 
 
 @dataclass
