@@ -2,9 +2,9 @@
 data where it lives.
 
 - plan: list and plan 1,000,000 samples in 1,000 webdataset tars, and in 1,000 Parquet files, in a
-  fresh process (what a driver does before any worker starts); prints seconds and max RSS.
-  The tars hold one small member per sample (headers are what listing reads; the data size does not
-  matter to it), the tables a key column and a small bytes column.
+  fresh process (what a driver does before any worker starts); prints seconds and max RSS (the
+  items of tars are estimated from their sizes: only the first tar's headers are read).
+  The tars hold one small member per sample, the tables a key column and a small bytes column.
 - decode: the same 1920x1080 JPEGs as loose files, as tars and as Parquet, each through the bundled
   model with the same whole ``gristmill run`` command, alternated, median of the rounds; prints
   each source's speed relative to loose files.
@@ -61,12 +61,12 @@ _PLAN = """
 import json, resource, sys, time
 start = time.perf_counter()
 from gristmill.sources import list_inputs
-from gristmill.plan import plan
+from gristmill.plan import plan_segments
 inputs = list_inputs([sys.argv[1]])
-shards = plan(len(inputs), 1024, inputs.breaks())
+shards = plan_segments([(0, "list")], len(inputs), 1024, inputs.breaks(), inputs.weight)
 inputs.save(sys.argv[2])
-print(json.dumps({"seconds": time.perf_counter() - start, "items": len(inputs),
-                  "shards": len(shards),
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "items": int(inputs.weights().sum()), "shards": len(shards),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

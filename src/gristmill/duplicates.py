@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .outdir import JobState
 
 SHOWN = 20  # duplicates kept in full (the count of all of them is kept too)
+REPORT_ROWS = 20_000_000  # the report checks jobs up to this many rows (about 2 GB of names)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Duplicates:
         where = " and ".join(dict.fromkeys(d.containers))
         return (f"{self.keys} key(s) occur more than once ({self.rows} rows; first: {d.key!r}, "
                 f"{d.count}x, in {where}): every copy is kept")
+
+
+def checked_by_report(state: JobState) -> bool:
+    """Whether the report checks this job (``inspect`` always does): up to ``REPORT_ROWS``."""
+    return state.ok <= REPORT_ROWS
 
 
 def find(state: JobState) -> Duplicates | None:

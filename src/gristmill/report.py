@@ -288,8 +288,12 @@ def _model_shares(procs: list[Process]) -> str:
 
 
 def _duplicates_section(state: JobState | None) -> str:
-    from .duplicates import find
+    from .duplicates import checked_by_report, find
 
+    if state is not None and state.inputs.has_units and not checked_by_report(state):
+        return (f'<h3 id="duplicates">Repeated keys</h3><p>Not checked here for {state.ok} rows '
+                "(the check holds every name in memory): <code>gristmill inspect OUT</code> "
+                "checks them.</p>")
     found = find(state) if state is not None else None
     if found is None:
         return ""
