@@ -86,3 +86,39 @@ def test_a_child_whose_driver_left_before_its_job_exits_without_a_traceback() ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "1"]  # the child ran and failed: EOF reading its job
     assert "Traceback" not in done.stderr and "EOFError" not in done.stderr, done.stderr
+
+
+# The server's quick exit (``engines.preload``): its children inherit its exit handlers, so a
+# child that runs them shows whether the server registered it (0) or not (7).
+QUICK_EXIT = r"""
+import atexit, os
+from gristmill.engines.forkserver import context
+
+def run_handlers():
+    atexit._run_exitfuncs()  # the quick exit leaves here, with 0
+    os._exit(7)
+
+if __name__ == "__main__":
+    child = context().Process(target=run_handlers)
+    child.start()
+    child.join()
+    print(child.exitcode)
+"""
+
+
+def test_the_fork_server_leaves_without_its_teardown(tmp_path: object) -> None:
+    script = f"{tmp_path}/quick_exit.py"
+    with open(script, "w") as f:
+        f.write(QUICK_EXIT)
+    done = subprocess.run([sys.executable, script], env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+
+
+def test_the_quick_exit_is_the_fork_servers_only() -> None:
+    """Ray's actors import the preload module too: their exit status and handlers stay theirs."""
+    done = subprocess.run([sys.executable, "-c", "import gristmill.engines.preload\n"
+                                                 "raise SystemExit(3)"],
+                          env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr

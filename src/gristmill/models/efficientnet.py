@@ -104,13 +104,22 @@ def weights_path() -> str:
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     """The bundled model with ImageNet weights (``weights_only`` load: no pickle code runs)."""
-    model = EfficientNetLite0()
-    if pretrained:
-        state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-        model.load_state_dict(state, strict=False)
-        missing = set(model.state_dict()) - set(state) - {
-            k for k in model.state_dict() if k.endswith("num_batches_tracked")}
-        if missing:
-            raise RuntimeError(f"efficientnet-lite0 weights lack {sorted(missing)[:3]}")
+    if not pretrained:
+        return EfficientNetLite0().eval()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    # (contiguous, as a copy into the module's own tensors made them: the file's are strided)
+    state = {k: v.contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    # built on the meta device and handed the loaded tensors: drawing random initial weights
+    # only for the loaded ones to replace them cost more than the load itself (its layers'
+    # initialisers all have meta kernels: nothing of torch's lazy stacks is imported)
+    with torch.device("meta"):
+        model = EfficientNetLite0()
+    missing = set(model.state_dict()) - set(state) - {
+        k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    if missing:
+        raise RuntimeError(f"efficientnet-lite0 weights lack {sorted(missing)[:3]}")
+    model.load_state_dict(state, strict=False, assign=True)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.num_batches_tracked = torch.tensor(0, dtype=torch.long)
     return model.eval()
