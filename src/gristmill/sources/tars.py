@@ -122,7 +122,7 @@ def list_tars(tars: Sequence[str], options: dict[str, Any]) -> Listing:
     if gone:
         raise SpecError(f"tar {storage.redact(gone[0])} does not exist "
                         f"({len(gone)} of {len(tars)} missing)")
-    per = options.get("sample_bytes") or sample_bytes(tars[0], stamps[0][0])
+    per = sample_bytes(tars[0], stamps[0][0])
     sizes = np.asarray([st[0] for st in stamps if st], dtype=np.int64)
     weight = np.maximum(1, np.rint(sizes / per)) if per else np.ones(len(tars))
     names = [storage.redact(t) for t in tars]
@@ -133,7 +133,7 @@ def list_tars(tars: Sequence[str], options: dict[str, Any]) -> Listing:
                    stamps=[f"{st[0]}:{st[1]}" for st in stamps if st],
                    options={"image_key": options.get("image_key") or "",
                             "keep": list(options.get("keep_columns") or ()),
-                            "sample_bytes": per})
+                            "sample_bytes": per})  # what the weights were estimated from
 
 
 def expand_tar(unit: Unit, spool: str) -> list[tuple[bytes, ItemRef]]:
