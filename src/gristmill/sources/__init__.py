@@ -190,7 +190,7 @@ def expand(inputs: InputList, start: int, stop: int, spool: str) -> Expanded:
 
 def sample_refs(inputs: InputList, count: int) -> list[ItemRef]:
     """About ``count`` item refs spread over the list, for a calibration; of a list of units,
-    from its first unit that holds items (local units only: a remote one is not copied)."""
+    from its first readable unit (its kind's ``sample``: nothing is copied)."""
     n = len(inputs)
     if not inputs.has_units:
         picks = sorted({i * n // count for i in range(count)}) if n else []
@@ -199,28 +199,16 @@ def sample_refs(inputs: InputList, count: int) -> list[ItemRef]:
         unit = inputs.unit(i)
         if unit is None:
             return list(inputs.refs(i, i + 1))
-        if storage.is_url(str(unit.ref.location)) and unit.ref.kind == Kind.TAR_FILE:
-            return _remote_tar_sample(unit, count)
+        record = UNITS[unit.ref.kind]
         try:
-            items = UNITS[unit.ref.kind].expand(unit, "")
+            if record.sample is not None:
+                return record.sample(unit, count)
+            items = record.expand(unit, "")
         except (ItemError, SpecError):
             continue
         step = max(1, len(items) // count)
         return [ref for _, ref in items[::step][:count]]
     return []
-
-
-def _remote_tar_sample(unit: Unit, count: int) -> list[ItemRef]:
-    """The first ``count`` samples of a remote tar, from the headers of its first
-    ``SAMPLE_BYTES`` (ranged reads; the tar is not copied)."""
-    from .tars import SAMPLE_BYTES, list_tar
-
-    try:
-        _, starts, sizes = list_tar(str(unit.ref.location), limit=SAMPLE_BYTES)
-    except OSError:
-        return []
-    return [ItemRef(Kind.TAR, unit.ref.location, a, b)
-            for a, b in list(zip(starts, sizes, strict=True))[:count]]
 
 
 def entry_of(items: Expanded, position: int) -> int:

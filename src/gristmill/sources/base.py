@@ -110,6 +110,8 @@ class UnitKind:
     kind: Kind
     label: str  # "tar", "Parquet row groups": in messages and in status
     expand: Expand
+    # a few of its items for a calibration, reading less than ``expand`` (None: ``expand``)
+    sample: Callable[[Unit, int], list[ItemRef]] | None = None
 
 
 @dataclass

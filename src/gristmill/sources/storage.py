@@ -217,9 +217,15 @@ def check_stamp(location: str, stamp: str, label: str) -> None:
                             "mix two versions; restore it, or start the job again (--overwrite)")
 
 
-def missing(locations: list[str]) -> list[str]:
-    """Those of ``locations`` that do not exist (``stat_all``'s listings)."""
-    return [loc for loc, st in zip(locations, stat_all(locations), strict=True) if st is None]
+def stat_present(locations: list[str], label: str) -> list[Stamp]:
+    """``stat_all`` of containers that must all exist: ``SpecError`` naming the first missing
+    one (and how many are)."""
+    found = stat_all(locations)
+    gone = [loc for loc, st in zip(locations, found, strict=True) if st is None]
+    if gone:
+        raise SpecError(f"{label} {redact(gone[0])} does not exist "
+                        f"({len(gone)} of {len(locations)} missing)")
+    return [st for st in found if st is not None]
 
 
 def download(location: str, path: str) -> None:

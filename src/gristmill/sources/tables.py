@@ -131,11 +131,7 @@ def _footers(tables: Sequence[str]) -> list[Any]:
 def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Listing:
     """One ``TABLE_PART`` unit per row group of ``tables`` (footers only); SpecError if a column
     is wrong or no table has a row."""
-    stamps = storage.stat_all(list(tables))
-    gone = [t for t, st in zip(tables, stamps, strict=True) if st is None]
-    if gone:
-        raise SpecError(f"table {storage.redact(gone[0])} does not exist "
-                        f"({len(gone)} of {len(tables)} missing)")
+    stamps = storage.stat_present(list(tables), "table")
     names, container, start, weight = [], [], [], []
     read: dict[str, str] = {}
     for index, (table, meta) in enumerate(zip(tables, _footers(tables), strict=True)):
@@ -153,7 +149,7 @@ def list_tables(tables: Sequence[str], root: str, options: dict[str, Any]) -> Li
     return Listing(
         names=names, kind=Kind.TABLE_PART, containers=[storage.redact(t) for t in tables],
         container=container, start=start, size=[1] * len(names), weight=weight,
-        stamps=[f"{st[0]}:{st[1]}" for st in stamps if st],
+        stamps=[f"{st[0]}:{st[1]}" for st in stamps],
         options={"image_column": read.get("image_column", ""),
                  "path_column": read.get("path_column", ""),
                  **({"text_column": read["text_column"]} if "text_column" in read else {}),

@@ -117,23 +117,31 @@ def sample_bytes(tar: str, size: int) -> float:
 
 def list_tars(tars: Sequence[str], options: dict[str, Any]) -> Listing:
     """One ``TAR_FILE`` unit per tar (see the module doc); SpecError naming a missing tar."""
-    stamps = storage.stat_all(list(tars))
-    gone = [t for t, st in zip(tars, stamps, strict=True) if st is None]
-    if gone:
-        raise SpecError(f"tar {storage.redact(gone[0])} does not exist "
-                        f"({len(gone)} of {len(tars)} missing)")
+    stamps = storage.stat_present(list(tars), "tar")
     per = sample_bytes(tars[0], stamps[0][0])
-    sizes = np.asarray([st[0] for st in stamps if st], dtype=np.int64)
+    sizes = np.asarray([st[0] for st in stamps], dtype=np.int64)
     weight = np.maximum(1, np.rint(sizes / per)) if per else np.ones(len(tars))
     names = [storage.redact(t) for t in tars]
     return Listing(names=[n.encode("utf-8", "surrogateescape") for n in names],
                    kind=Kind.TAR_FILE, containers=names, container=np.arange(len(tars)),
                    start=np.zeros(len(tars), dtype=np.int64), size=sizes,
                    weight=weight.astype(np.int64),
-                   stamps=[f"{st[0]}:{st[1]}" for st in stamps if st],
+                   stamps=[f"{st[0]}:{st[1]}" for st in stamps],
                    options={"image_key": options.get("image_key") or "",
                             "keep": list(options.get("keep_columns") or ()),
                             "sample_bytes": per})  # what the weights were estimated from
+
+
+def sample_tar(unit: Unit, count: int) -> list[ItemRef]:
+    """The first ``count`` samples of a tar, from the headers of its first ``SAMPLE_BYTES``
+    (ranged reads of a remote one: it is not copied); ``ItemError`` if it cannot be read."""
+    location = str(unit.ref.location)
+    try:
+        _, starts, sizes = list_tar(location, limit=SAMPLE_BYTES)
+    except OSError as exc:
+        raise storage.read_error(location, exc) from None
+    return [ItemRef(Kind.TAR, location, a, b)
+            for a, b in list(zip(starts, sizes, strict=True))[:count]]
 
 
 def expand_tar(unit: Unit, spool: str) -> list[tuple[bytes, ItemRef]]:
@@ -225,4 +233,4 @@ KIND = SourceKind(
     Kind.TAR, "tar", suffix=".tar", reads=("image_key", "keep_columns"), modalities=("image",),
     list=lambda tars, options: InputList.from_listing(list_tars(tars, options)),
     opener=lambda options: lambda refs: open_tar_run(refs, options))
-UNIT = UnitKind(Kind.TAR_FILE, "tar", expand_tar)
+UNIT = UnitKind(Kind.TAR_FILE, "tar", expand_tar, sample=sample_tar)
