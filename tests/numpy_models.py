@@ -44,3 +44,16 @@ class Normalised:
 class ReturnsAList:
     def __call__(self, batch: dict[str, np.ndarray]) -> list:
         return [1, 2]
+
+
+class RefusesBlank:
+    """Raises on an all-black image: a worker's blank warm-up input (``ShardRunner._warm``) must
+    cost it nothing. Declares its outputs, so the driver's own blank probe never runs."""
+
+    outputs = ("mean",)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        image = batch["image"]
+        if not image.any(axis=(1, 2, 3)).all():
+            raise ValueError("an all-black image")
+        return {"mean": image.astype(np.float64).mean(axis=(1, 2, 3))}

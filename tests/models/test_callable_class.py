@@ -77,3 +77,19 @@ def test_an_output_that_is_not_a_dict_is_one_line_error(small_tree, tmp_path) ->
                "numpy_models:ReturnsAList", *FLAGS)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "not a dict" in done.stderr
+
+
+@pytest.mark.slow  # a whole job
+def test_a_model_that_fails_on_the_blank_warm_up_input_runs_every_image(small_tree,
+                                                                         tmp_path) -> None:
+    import numpy_models
+
+    root, _ = small_tree
+    out = tmp_path / "out"
+    done = cli("run", str(root), "-o", str(out), "--model", "numpy_models:RefusesBlank", *FLAGS)
+    assert done.returncode == 0, done.stderr
+    names, outputs = read(out)
+    with gristmill.open(str(out)) as result:
+        assert len(result.errors) == 0
+    expected = direct(root, names, numpy_models.ColourStats())["mean"].mean(axis=1)
+    np.testing.assert_allclose(outputs["mean"], expected, rtol=1e-6)
