@@ -14,6 +14,15 @@ from photos import make_tree
 from s3server import s3_server  # noqa: F401  (one S3 server for the whole session)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kept_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's own folder of kept model descriptions (``models.memo``), shared by every
+    job the tests run, in this process and the ones they start; never the user's cache."""
+    folder = tmp_path_factory.mktemp("kept-models")
+    os.environ["GRISTMILL_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def photo_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """126 real photos in nested folders with repeated basenames, and their relative names."""

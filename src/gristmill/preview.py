@@ -47,7 +47,7 @@ ESTIMATE_KEYS = ("decode_capacity", "model_capacity", "startup_seconds")  # when
 def preview(spec: JobSpec) -> dict[str, Any]:
     """The plan of ``spec`` as plain data (see ``describe`` for the words)."""
     begun = time.perf_counter()
-    cache = models.ModelCache()
+    cache = models.ModelCache(memo=models.open_memo())
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)
     resumed = ledger.check_out(spec.out, job_identity(spec), spec.overwrite)  # changes nothing

@@ -185,3 +185,30 @@ def test_an_output_the_model_lacks_is_refused_by_name(model_specs) -> None:
     finally:
         model.teardown()
     assert got["output"].shape == (2, 5) and got["body.0"].shape[:2] == (2, 8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_what_a_run_kept_about_a_model_is_what_it_found(kind: str, model_specs,
+                                                        tmp_path: Path) -> None:
+    """A later driver reads the description, the capabilities and the shared weights an earlier
+    one found (``models.memo``), equal to them, for every model made of files; code (a factory, a
+    callable class) is described afresh every run."""
+    from gristmill.models.memo import Memo
+
+    spec = model_specs(kind)
+    first = models.ModelCache(memo=Memo(str(tmp_path / "kept")))
+    info, caps = models.describe(spec, first), models.capabilities(spec, first)
+    shared = models.share_weights(spec, str(tmp_path / "first"), first, info.default_outputs)
+    later = Memo(str(tmp_path / "kept"))
+    if kind in ("factory", "callable"):
+        assert later.description(spec, "image") is None and later.capabilities(spec) is None
+        assert not (tmp_path / "kept").exists()
+        return
+    assert later.description(spec, "image") == info and later.capabilities(spec) == caps
+    again = later.weights(spec, info.default_outputs, str(tmp_path / "later"))
+    if shared is None:
+        assert again is None
+    else:
+        assert again is not None and Path(again).read_bytes() == Path(shared).read_bytes()
+        assert models.share_weights(spec, str(tmp_path / "later"),
+                                    models.ModelCache(memo=later), info.default_outputs) == again

@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 from .base import Backend, Capabilities, Model, ModelCache, ModelInfo, check_outputs, import_ref
+
+if TYPE_CHECKING:
+    from .memo import Memo
 
 ModelKind = Literal["builtin", "factory", "callable", "hf", "torchscript", "exported", "onnx",
                     "caffe"]
@@ -120,9 +123,17 @@ def backend(spec: ModelSpec) -> Backend:
     return module  # type: ignore[return-value]
 
 
-def capabilities(spec: ModelSpec) -> Capabilities:
-    """What the model's backend can do (precisions, shared weights, pinned input, modalities)."""
-    return backend(spec).capabilities(spec)
+def capabilities(spec: ModelSpec, cache: ModelCache | None = None) -> Capabilities:
+    """What the model's backend can do (precisions, shared weights, pinned input, modalities);
+    from ``cache``'s memo when an earlier run kept them (the backend is not imported)."""
+    memo = cache.memo if cache is not None else None
+    kept = memo.capabilities(spec) if memo is not None else None
+    if kept is not None:
+        return kept
+    found = backend(spec).capabilities(spec)
+    if memo is not None:
+        memo.learned(spec, capabilities=found)
+    return found
 
 
 def describe(spec: ModelSpec, cache: ModelCache | None = None,
@@ -130,13 +141,23 @@ def describe(spec: ModelSpec, cache: ModelCache | None = None,
     """What the model offers, found in the driver before any worker starts.
 
     ``cache`` keeps the model a backend with ``driver_model`` built, for the driver's later steps
-    (shared weights, calibration). ``modality`` other than ``image`` goes only to a backend that
-    declares it (``Capabilities.modalities``).
+    (shared weights, calibration), and with a memo what an earlier run found (see ``memo``).
+    ``modality`` other than ``image`` goes only to a backend that declares it
+    (``Capabilities.modalities``).
     """
+    memo = cache.memo if cache is not None else None
+    kept = memo.description(spec, modality) if memo is not None else None
+    if kept is not None:
+        return kept
     if modality == "image":
-        return backend(spec).describe(spec, cache)
-    _check_modality(spec, modality)
-    return backend(spec).describe(spec, cache, modality=modality)
+        info = backend(spec).describe(spec, cache)
+    else:
+        _check_modality(spec, modality)
+        info = backend(spec).describe(spec, cache, modality=modality)
+    if memo is not None:
+        memo.learned(spec, modality=modality, info=info,
+                     capabilities=backend(spec).capabilities(spec))
+    return info
 
 
 def _check_modality(spec: ModelSpec, modality: str) -> None:
@@ -180,14 +201,32 @@ def create(spec: ModelSpec, *, outputs: tuple[str, ...], device: str, threads: i
     return backend(spec).create(spec, outputs=outputs, device=device, threads=threads, **options)
 
 
+def open_memo() -> Memo | None:
+    """What earlier runs learned about models, for a driver's ``ModelCache`` (``memo``); None
+    when the user turned it off."""
+    from .memo import Memo, default_folder
+
+    folder = default_folder()
+    return Memo(folder) if folder else None
+
+
 def share_weights(spec: ModelSpec, folder: str, cache: ModelCache | None = None,
                   outputs: tuple[str, ...] = ()) -> str | None:
     """Driver: save the weights once for CPU workers to map (None when the backend cannot);
-    ``outputs`` are the job's, whose modules the saved inference graph keeps as they are."""
-    if not capabilities(spec).shared_weights:
+    ``outputs`` are the job's, whose modules the saved inference graph keeps as they are. With a
+    memo in ``cache`` the file an earlier run saved is linked (or copied) into ``folder``."""
+    if not capabilities(spec, cache).shared_weights:
         return None
-    return backend(spec).share_weights(spec, folder, cache, outputs)  # type: ignore[attr-defined]
+    memo = cache.memo if cache is not None else None
+    kept = memo.weights(spec, outputs, folder) if memo is not None else None
+    if kept is not None:
+        return kept
+    path = backend(spec).share_weights(spec, folder, cache, outputs)  # type: ignore[attr-defined]
+    if memo is not None and path is not None:
+        memo.learned(spec, outputs=outputs, weights=path)
+    return path
 
 
 __all__ = ["Capabilities", "Model", "ModelCache", "ModelInfo", "capabilities", "check_outputs",
-           "create", "describe", "kind_of", "share_weights", "text_encoding", "worker_modules"]
+           "create", "describe", "kind_of", "open_memo", "share_weights", "text_encoding",
+           "worker_modules"]

@@ -16,12 +16,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
+
+if TYPE_CHECKING:
+    from .memo import Memo
 
 # presets of the models that give none themselves; here, not in the torch backend, so the ONNX
 # backend that uses one never imports torch
@@ -79,10 +82,15 @@ class ModelInfo:
 class ModelCache:
     """Models the driver builds for one job, each built once: ``describe``, the shared weights
     file and calibration all need the same module (a ResNet-50 takes seconds to build). The job
-    owns the cache and ``clear``s it when done, so the memory goes back."""
+    owns the cache and ``clear``s it when done, so the memory goes back.
 
-    def __init__(self) -> None:
+    ``memo``: what earlier runs learned about a model (``memo.Memo``), so that ``describe``,
+    ``capabilities`` and ``share_weights`` need neither the model nor its framework.
+    """
+
+    def __init__(self, memo: Memo | None = None) -> None:
         self._built: dict[Hashable, Any] = {}
+        self.memo = memo
 
     def get(self, spec: ModelSpec, build: Callable[[ModelSpec], Any], *,
             key: Hashable = None) -> Any:
