@@ -5,7 +5,7 @@
 ``TINYNET_FREE`` batches (default 0) and then holds every batch while that file exists, after
 appending its pid to ``<hold>.held``. A test waits for that file (a worker is holding: the job
 cannot end), does what it must while the job is certainly running, then deletes the hold file.
-The driver (``describe``, calibration) never holds, and without ``TINYNET_HOLD`` the model is
+A worker's blank warm-up input is not a batch. The driver (``describe``, calibration) never holds, and without ``TINYNET_HOLD`` the model is
 ``slow``.
 """
 
@@ -55,13 +55,19 @@ class _Gated(_Slow):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hold = os.environ.get(HOLD)
-        # not while torch.fx traces the module (the driver and the workers both do), and never
-        # in the driver: only a worker process has a multiprocessing parent
-        if hold and not isinstance(x, torch.fx.Proxy) and multiprocessing.parent_process():
+        # not while torch.fx traces the module (the driver and the workers both do), never in
+        # the driver (only a worker process has a multiprocessing parent), and not for the
+        # worker's warm-up input before its first batch (one blank row: ``ShardRunner._warm``)
+        if (hold and not isinstance(x, torch.fx.Proxy) and multiprocessing.parent_process()
+                and not _blank(x)):
             self.batches += 1
             if self.batches > int(os.environ.get(FREE, "0")):
                 _hold_while(hold)
         return super().forward(x)
+
+
+def _blank(x: torch.Tensor) -> bool:
+    return x.shape[0] == 1 and not bool(x.any())
 
 
 def _hold_while(hold: str) -> None:
