@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
+
+if TYPE_CHECKING:  # the driver reads the registry (models/__init__) before it imports numpy
+    import numpy as np
 
 # presets of the models that give none themselves; here, not in the torch backend, so the ONNX
 # backend that uses one never imports torch
