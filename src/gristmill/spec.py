@@ -269,6 +269,7 @@ class JobSpec:
 
     def _check_output(self) -> None:
         from . import sinks
+        from .sinks import rules  # not the sink itself: its numpy and h5py come after the check
         from .store import is_remote
 
         if self.format not in sinks.FORMATS:
@@ -276,15 +277,14 @@ class JobSpec:
         if self.overwrite and (self.append or self.retry_errors):
             raise SpecError("--overwrite starts over; it cannot be combined with --append or "
                             "--retry-errors")
-        sink = sinks.get(self.format)
-        if is_remote(self.out) and not sink.remote:
-            usable = [f for f in sinks.FORMATS if sinks.get(f).remote]
+        if is_remote(self.out) and self.format not in rules.REMOTE:
+            usable = [f for f in sinks.FORMATS if f in rules.REMOTE]
             raise SpecError(f"-o {self.out}: --format {self.format} output needs a local folder; "
                             f"use {' or '.join('--format ' + f for f in usable)} for object "
                             "storage")
-        sink.check(self.outputs, self.keep_columns)
+        rules.check(self.format, self.outputs, self.keep_columns)
         if self.models:  # NAME/OUTPUT: each NAME is a group or a folder of the output too
-            sink.check([m.name for m in self.models], self.keep_columns)
+            rules.check(self.format, [m.name for m in self.models], self.keep_columns)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; two specs with equal identity make the same files.

@@ -85,14 +85,14 @@ def test_actors_start_early_with_one_arena_and_the_shared_weights(ray_cluster, t
     environment limits glibc to one arena (its model runs on a non-main thread: without it every
     batch page-faults); it maps the weights file the driver saved instead of building the model.
     """
-    from gristmill import api
+    from gristmill import driver
     from gristmill.engines.messages import WorkerReady
     from gristmill.engines.ray import RayEngine
 
     ray_cluster.ensure_workers()
     prepared: list[float] = []
     actors: list[tuple[float, bytes, str]] = []
-    real_prepare, real_init = api.prepare, RayEngine.__init__
+    real_prepare, real_init = driver.prepare, RayEngine.__init__
 
     def prepare(*args: Any, **kwargs: Any) -> Any:
         job = real_prepare(*args, **kwargs)
@@ -110,7 +110,7 @@ def test_actors_start_early_with_one_arena_and_the_shared_weights(ray_cluster, t
 
         real_init(self, spec, inputs, workers, seen, *rest)
 
-    monkeypatch.setattr(api, "prepare", prepare)
+    monkeypatch.setattr(driver, "prepare", prepare)
     monkeypatch.setattr(RayEngine, "__init__", init)
     out = tmp_path / "out"
     assert run(tree210[0], out, engine="ray").complete

@@ -10,7 +10,10 @@ that it is gone:
 ``Backend`` is what ``api.execute`` holds for a job: started right after the spec is checked (so
 the fork server's or the actors' imports overlap the job's preparation), it may decide the devices
 (Ray: from the cluster), and it builds the ``Engine`` that runs the prepared job. ``backend(spec)``
-picks it by ``spec.engine``; no caller branches on the engine's name.
+picks it by ``spec.engine``; no caller branches on the engine's name. Each backend is a module of
+its own (``local_backend.py``, ``ray_backend.py``) that imports its engine only when it builds
+it (Ray: when it starts): every job's spec is checked against every backend's class, and the
+local one starts its fork server before the driver imports numpy or the job's modules.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .messages import ShardTask
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the command line reads BACKENDS before it starts the fork server
     from ..plan import Shard
     from ..prepared import PreparedJob
     from ..spec import JobSpec
+    from .messages import ShardTask
 
 
 class WorkerHandle(Protocol):
@@ -105,8 +107,8 @@ class Backend(Protocol):
         """Release everything ``engine`` did not (idempotent)."""
 
 
-BACKENDS = {"local": "gristmill.engines.local:LocalBackend",
-            "ray": "gristmill.engines.ray:RayBackend"}  # keyed by JobSpec.engine
+BACKENDS = {"local": "gristmill.engines.local_backend:LocalBackend",
+            "ray": "gristmill.engines.ray_backend:RayBackend"}  # keyed by JobSpec.engine
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -24,8 +24,14 @@ import os
 import threading
 from collections.abc import Sequence
 from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING
 
+from .. import sinks
 from ..loader.launch import GuardedSpawnContext
+from ..models import worker_modules
+
+if TYPE_CHECKING:
+    from ..spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,8 @@ GUARD = "gristmill.engines.server_children"  # its children die with the server 
 def context(modules: Sequence[str] = ()) -> BaseContext:
     """The context local workers start from (a fork server when the platform has one).
 
-    ``modules``: the job's model backend and its framework (``models.worker_modules``), imported
-    by the server before ``PRELOAD``, whose ``gc.freeze()`` must come last.
+    ``modules``: the job's (``server_modules``), imported by the server before ``PRELOAD``, whose
+    ``gc.freeze()`` must come last.
     """
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
@@ -46,6 +52,13 @@ def context(modules: Sequence[str] = ()) -> BaseContext:
     # worker then imports what it lacks itself
     ctx.set_forkserver_preload([GUARD, *modules, PRELOAD])
     return ctx
+
+
+def server_modules(spec: JobSpec) -> tuple[str, ...]:
+    """What the server imports for ``spec``'s workers (``context``): the model's backend and
+    framework (``models.worker_modules``), and the module of the job's sink, which a worker would
+    otherwise import (HDF5's: h5py, 20-30 ms) before it starts its loaders."""
+    return (*worker_modules(spec.model.ref), sinks.SINKS[spec.format].partition(":")[0])
 
 
 def spawn_context() -> BaseContext:

@@ -13,6 +13,9 @@ Process tree::
 This module is the local worker handle: a process with its own pipe to the driver (a process
 killed mid-message can corrupt only its own pipe, never a queue shared with the others). The loop
 that hands out shards and replaces lost workers is ``supervisor.Supervisor``, shared with Ray.
+The job's ``Backend``, which starts the fork server before the job is prepared, is
+``local_backend.LocalBackend``; it imports this module (the runner, the sources) only to build the
+engine of the prepared job.
 
 Every process of the tree can be killed at any moment and costs at most a restart:
 
@@ -39,14 +42,13 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import ledger, logs, sinks
+from .. import logs
 from ..loader import shm
 from ..loader.launch import die_with_parent
 from ..loader.ring import PREFIX, new_name, unlink
 from ..logs import LogSetup
-from ..models import worker_modules
 from ..plan import Shard
 from ..prepared import WorkerPlan
 from ..sources import InputList
@@ -55,9 +57,6 @@ from . import forkserver, turns
 from .messages import ShardTask, Stop, WorkerCrashed, WorkerReady
 from .runner import ShardRunner, describe_exception
 from .supervisor import Supervisor
-
-if TYPE_CHECKING:
-    from ..prepared import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +106,6 @@ def worker_main(spec: JobSpec, inputs_path: str, plan: WorkerPlan, conn: Connect
             runner.teardown()
         except Exception:  # exiting anyway: the driver unlinks what is left by name
             log.debug("worker %d: teardown failed", plan.index, exc_info=True)
-
-
-def server_modules(spec: JobSpec) -> tuple[str, ...]:
-    """What the fork server imports for ``spec``'s workers (``forkserver.context``): the model's
-    backend and framework (``models.worker_modules``), and the module of the job's sink, which a
-    worker would otherwise import (HDF5's: h5py, 20-30 ms) before it starts its loaders."""
-    return (*worker_modules(spec.model.ref), sinks.SINKS[spec.format].partition(":")[0])
 
 
 def exit_reason(code: int) -> str:
@@ -224,7 +216,7 @@ class LocalLauncher:
     def __init__(self, spec: JobSpec, inputs_path: str, plans: list[WorkerPlan]) -> None:
         self.spec, self.inputs_path, self.plans = spec, inputs_path, plans
         self.count = len(plans)
-        self.ctx = forkserver.context(server_modules(spec))
+        self.ctx = forkserver.context(forkserver.server_modules(spec))
         self.failures = 0
         self.log_setup = logs.current()
         shm.quiet_tracker()
@@ -295,29 +287,3 @@ class LocalEngine:
         return Supervisor(launcher, max_attempts=self.spec.max_attempts,
                           stall_timeout=self.spec.stall_timeout,
                           on_event=self.on_event).run(shards)
-
-
-class LocalBackend:
-    """The local engine for one job: the fork server starts now, its imports overlapping the
-    job's preparation (a ``Backend``)."""
-
-    calibrates = True
-    remote_out = True
-    options: tuple[str, ...] = ()
-
-    def __init__(self, spec: JobSpec) -> None:
-        shm.quiet_tracker()
-        self.warmup = forkserver.warm(server_modules(spec))
-
-    def devices(self) -> list[str] | None:
-        return None
-
-    def settle(self) -> None:
-        self.warmup.settle()
-
-    def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> LocalEngine:
-        inputs_path = job.inputs_path or os.path.join(job.spec.out, ledger.INPUTS_FILE)
-        return LocalEngine(job.spec, inputs_path, job.workers, on_event)
-
-    def close(self) -> None:
-        """Nothing: the fork server serves the next job of this Python session too."""

@@ -6,8 +6,10 @@ pixels. A worker reports a shard it committed with a ``Receipt`` and one it coul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..plan import Shard
+if TYPE_CHECKING:  # plan imports numpy, which the command line must not wait for (see api.execute)
+    from ..plan import Shard
 
 
 @dataclass(frozen=True)

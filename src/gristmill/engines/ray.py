@@ -3,7 +3,7 @@
 Data flow::
 
     driver (this process)        plans, hands out ShardTasks (ids and ranges, never pixels),
-    │                            collects receipts, builds features.h5 at the end (api.py)
+    │                            collects receipts, builds features.h5 at the end (driver.py)
     ├── actor 0 on node A        RunnerActor: model once, own loaders + slot ring on node A,
     │                            reads OUT/inputs.npz, commits shards straight into OUT
     └── actor 1 on node B ...
@@ -33,7 +33,7 @@ Shutdown (the supervisor's order): ``stop`` asks an actor to ``teardown`` (stop 
 loaders, unlink its ring), ``close`` then ``ray.kill``s it, live or pending; finally the launcher
 ends the Ray connection this job made (a local Ray it started stops with it). Actors are planned
 once (``Actors``: the cluster's shape and each index's plan) and the job's devices come from that
-plan (``RayBackend.devices``).
+plan (``ray_backend.RayBackend.devices``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import ledger
 from ..plan import Shard
 from ..prepared import WorkerPlan
 from ..spec import JobSpec
@@ -54,9 +52,6 @@ from ..tuning import ALLOCATOR_ENV
 from . import ray_worker
 from .messages import ShardTask, WorkerCrashed
 from .supervisor import Supervisor
-
-if TYPE_CHECKING:
-    from ..prepared import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -241,28 +236,3 @@ class RayEngine:
         return Supervisor(launcher, max_attempts=self.spec.max_attempts,
                           stall_timeout=self.spec.stall_timeout,
                           on_event=self.on_event).run(shards)
-
-
-class RayBackend:
-    """The Ray engine for one job: connects and starts the actors now (a ``Backend``)."""
-
-    calibrates = False  # actors are planned from the cluster's nodes, not this machine's rates
-    remote_out = False  # actors on other nodes write OUT: a filesystem every node sees
-    options = ("ray_address",)
-
-    def __init__(self, spec: JobSpec) -> None:
-        self.actors = prestart(spec)
-
-    def devices(self) -> list[str]:
-        shape = self.actors.shape
-        return [shape.device] * shape.count
-
-    def settle(self) -> None:
-        """Nothing: the actors run on the cluster's cores, not the driver's."""
-
-    def engine(self, job: PreparedJob, on_event: Callable[[Any], None]) -> RayEngine:
-        inputs_path = job.inputs_path or os.path.join(job.spec.out, ledger.INPUTS_FILE)
-        return RayEngine(job.spec, inputs_path, job.workers, on_event, self.actors)
-
-    def close(self) -> None:
-        self.actors.close()

@@ -18,12 +18,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from ..errors import SpecError
 from ..spec import ModelSpec, Preprocess
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the driver reads the registry (models/__init__) before it imports numpy
+    import numpy as np
+
     from .memo import Memo
 
 # presets of the models that give none themselves; here, not in the torch backend, so the ONNX

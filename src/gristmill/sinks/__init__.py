@@ -2,7 +2,8 @@
 
 The registry: ``--format`` names a sink (``JobSpec.format``); ``get(format)`` imports its module
 only when used. Nothing outside this package names a format: what a format's files, folders,
-view, reserved names and error rows are is its sink's to say (``base.Sink``).
+view and error rows are is its sink's to say (``base.Sink``); what it accepts (the names it
+cannot store, whether OUT may be object storage) is ``rules.py``'s, which imports no sink.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ exist for ``open`` or for a resume.
 Errors and retries: the shards of a job are read in id order; an input named again by a later
 shard (a ``--retry-errors`` segment) supersedes its earlier error row, so every input appears
 exactly once, in the outputs or in ``errors`` (``marker.standing_errors``).
+
+What a format accepts (the names it cannot store, whether OUT may be object storage) is checked
+before anything starts, from ``rules.py``, which imports no sink.
 """
 
 from __future__ import annotations
@@ -26,13 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import SpecError
 from ..marker import IndexedError, Marker
 from ..store import Store
+from .rules import TAKEN
 
 Writer = Callable[[str], None]
 ErrorRow = tuple[str, str, str]  # name, stage, message
-TAKEN = frozenset({"name"})  # a column every format stores beside the outputs
 
 
 class Result(Protocol):
@@ -58,14 +60,9 @@ class Sink(Protocol):
     format: str
     view: str  # what to read, in words, for the run's summary
     view_files: tuple[str, ...]  # OUT-relative files of the view, rebuilt after every run
-    remote: bool  # whether OUT may be object storage
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         """Folders of OUT that hold this format's shard files (swept for temporaries)."""
-        ...
-
-    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
-        """``SpecError`` (one line) for output or column names this format cannot store."""
         ...
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
@@ -98,21 +95,6 @@ def marker_error_rows(marker: Marker) -> list[IndexedError]:
 
 def plain_errors(rows: Iterable[IndexedError]) -> list[ErrorRow]:
     return [(name, stage, message) for _, name, stage, message in rows]
-
-
-def check_names(fmt: str, outputs: Sequence[str], keep_columns: Sequence[str],
-                reserved: Iterable[str] = ()) -> None:
-    """Outputs and carried columns share one namespace with ``name`` and the format's own
-    ``reserved`` names: a clash is a ``SpecError`` naming it."""
-    blocked = set(reserved) | TAKEN
-    bad = [o for o in outputs if o in blocked]
-    if bad:
-        raise SpecError(f"--outputs {bad[0]}: the name is reserved by --format {fmt} "
-                        f"(reserved: {', '.join(sorted(blocked))})")
-    clash = set(keep_columns) & (blocked | set(outputs))
-    if clash:
-        raise SpecError(f"--keep-columns {sorted(clash)[0]} clashes with an output name or a "
-                        f"name --format {fmt} reserves")
 
 
 def check_columns(columns: dict[str, list[Any]], outputs: Iterable[str], rows: int) -> None:

@@ -28,10 +28,10 @@ import numpy as np
 
 from ..marker import IndexedError, Marker, standing_errors
 from ..store import Store
-from .base import check_names, marker_error_rows
+from .base import marker_error_rows
+from .rules import HDF5_RESERVED
 
 VIEW_FILE = "features.h5"
-RESERVED = frozenset({"names", "errors", "columns"})  # the view's own datasets and group
 STR = h5py.string_dtype("utf-8")
 ERROR_DTYPE = np.dtype([("name", STR), ("stage", STR), ("message", STR)])
 
@@ -190,7 +190,7 @@ class Result:
     def outputs(self) -> dict[str, h5py.Dataset]:
         found: dict[str, h5py.Dataset] = {}
         for key, value in self.file.items():
-            if key in RESERVED:
+            if key in HDF5_RESERVED:
                 continue
             if isinstance(value, h5py.Group):  # several models: NAME/OUTPUT
                 found |= {f"{key}/{k}": v for k, v in value.items()}
@@ -238,13 +238,9 @@ class Hdf5Sink:
     format = "hdf5"
     view = VIEW_FILE
     view_files = (VIEW_FILE,)
-    remote = False  # the view's virtual datasets map shard files by path
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return ["shards"]
-
-    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
-        check_names(self.format, outputs, keep_columns, RESERVED)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[tuple[str, str, str]],

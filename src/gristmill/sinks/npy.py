@@ -17,38 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
 from ..marker import Marker
 from ..store import Store
 from . import table as tb
-from .base import ErrorRow, Writer, check_columns, check_names
+from .base import ErrorRow, Writer, check_columns
 from .parquet import ERRORS_FILE, ErrorsView, read_tables
-
-METADATA = "metadata"
-# each output is a folder of OUT: not one of OUT's own names
-RESERVED = frozenset({METADATA, "shards", "parquet", "errors", ".cache", "runs"})
+from .rules import NPY_METADATA as METADATA
 
 
 class NpySink(ErrorsView):
     format = "npy"
     view = f"<output>/*.npy + {METADATA}/*.parquet ({ERRORS_FILE})"
     view_files = (ERRORS_FILE,)
-    remote = True
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return [METADATA, *outputs]
-
-    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
-        # NAME/OUTPUT (several models) is a folder per model holding a folder per output
-        nested = [o for o in outputs if any(p in ("", ".", "..") for p in o.split("/"))]
-        if nested:
-            raise SpecError(f"--format npy stores each output in a folder of its name; "
-                            f"{nested[0]!r} is not a folder name (choose --format parquet or hdf5)")
-        bad = [o for o in outputs if o.split("/")[0] in RESERVED]
-        if bad:
-            raise SpecError(f"--format npy stores each output in a folder of its name; "
-                            f"{bad[0]!r} is reserved (choose --format parquet or hdf5)")
-        check_names(self.format, outputs, keep_columns)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[ErrorRow], columns: dict[str, list[Any]]) -> dict[str, Writer]:

@@ -23,7 +23,6 @@ from .base import (
     ErrorRow,
     Writer,
     check_columns,
-    check_names,
     marker_error_rows,
     plain_errors,
 )
@@ -51,13 +50,9 @@ class ParquetSink(ErrorsView):
     format = "parquet"
     view = f"{FOLDER}/*.parquet ({ERRORS_FILE})"
     view_files = (ERRORS_FILE,)
-    remote = True
 
     def folders(self, outputs: Sequence[str]) -> list[str]:
         return [FOLDER]
-
-    def check(self, outputs: Sequence[str], keep_columns: Sequence[str]) -> None:
-        check_names(self.format, outputs, keep_columns)
 
     def parts(self, shard_name: str, names: Sequence[str], outputs: dict[str, np.ndarray],
               errors: Sequence[ErrorRow], columns: dict[str, list[Any]]) -> dict[str, Writer]:
