@@ -5,8 +5,8 @@
 ``TINYNET_FREE`` batches (default 0) and then holds every batch while that file exists, after
 appending its pid to ``<hold>.held``. A test waits for that file (a worker is holding: the job
 cannot end), does what it must while the job is certainly running, then deletes the hold file.
-A worker's blank warm-up input is not a batch. The driver (``describe``, calibration) never holds, and without ``TINYNET_HOLD`` the model is
-``slow``.
+A worker's blank warm-up input is not a batch. The driver (``describe``, calibration) never
+holds, and without ``TINYNET_HOLD`` the model is ``slow``.
 """
 
 from __future__ import annotations
