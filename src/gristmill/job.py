@@ -125,6 +125,14 @@ def one_batch(spec: JobSpec, items_pending: int) -> bool:
     return items_pending <= spec.batch_size
 
 
+def one_batch_size(items_pending: int, batch_size: int, chosen: bool) -> int:
+    """The workers' batch size for a job that fits one batch: two halves, where the batch size
+    was left to us (``chosen``), so that the loader decodes the second half while the model runs
+    the first (32 photos: the model starts 0.1 s sooner, and its first half touches half the heap).
+    Rows do not depend on how inputs are batched; the spec's batch size stays as it was."""
+    return max(1, -(-items_pending // 2)) if chosen else batch_size
+
+
 def resolve(spec: JobSpec, cache: models.ModelCache | None = None, *,
             devices: list[str] | None = None) -> tuple[JobSpec, list[str]]:
     """The spec with the model's preset, outputs and batch size filled in; and the devices.
@@ -189,6 +197,7 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
     """
     # describe, shared weights and calibration build the model once, or read what a run kept
     cache = models.ModelCache(memo=models.open_memo())
+    batch_chosen = not spec.batch_size
     spec, devices = resolve(spec, cache, devices=devices)
     workers = plan_workers(spec, devices, spec.batch_size)  # bad sizes fail before OUT is touched
     identity = job_identity(spec)
@@ -209,14 +218,16 @@ def prepare(spec: JobSpec, settle: Callable[[], None] | None = None, *,
         shared = (multi.share_all(spec, cache_dir, cache) if spec.models
                   else models.share_weights(spec.model, cache_dir, cache, spec.outputs))
     if state.pending and calibrates and needs_calibration(spec, devices):
+        batch = spec.batch_size
         if one_batch(spec, state.items_pending):
             rates = ONE_BATCH_RATES
+            batch = one_batch_size(state.items_pending, batch, batch_chosen)
         else:
             if settle is not None:
                 settle()
             rates = (multi.calibrate if spec.models else calibrate)(spec, state.inputs,
                                                                      cpu_count(), cache=cache)
-        workers = plan_workers(spec, devices, spec.batch_size, rates=rates)
+        workers = plan_workers(spec, devices, batch, rates=rates)
     cache.clear()  # the driver is done with its model
     workers = [dataclasses.replace(w, shared_weights=shared) for w in workers]
     release_memory()  # the driver's model copies are garbage now; hand the pages back

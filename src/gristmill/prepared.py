@@ -33,6 +33,9 @@ class WorkerPlan:
     shared_weights: str | None = None  # a weights file the driver saved for workers to mmap
     turns: int = 0  # CPU workers outnumber the cores: this many run their model at once (turns.py)
     turns_dir: str = ""  # the turn files, made by the engine
+    # the worker is a fresh fork running no thread of its own yet (the local engine's): its first
+    # loaders may be forked too (``loader.pool.LoaderPool``'s ``fork_first``)
+    fork_loaders: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .job import (
     job_state,
     needs_calibration,
     one_batch,
+    one_batch_size,
     plan_workers,
     resolve,
 )
@@ -48,6 +49,7 @@ def preview(spec: JobSpec) -> dict[str, Any]:
     """The plan of ``spec`` as plain data (see ``describe`` for the words)."""
     begun = time.perf_counter()
     cache = models.ModelCache(memo=models.open_memo())
+    batch_chosen = not spec.batch_size
     spec, devices = resolve(spec, cache)
     workers = plan_workers(spec, devices, spec.batch_size)
     resumed = ledger.check_out(spec.out, job_identity(spec), spec.overwrite)  # changes nothing
@@ -62,9 +64,11 @@ def preview(spec: JobSpec) -> dict[str, Any]:
         rates = (multi.calibrate if spec.models else calibrate)(spec, inputs, cpu_count(),
                                                                  cache=cache)
         if needs_calibration(spec, devices):  # as the run decides (the estimate needs the rates)
-            workers = plan_workers(spec, devices, spec.batch_size,
-                                   rates=(ONE_BATCH_RATES if one_batch(spec, state.items_pending)
-                                          else rates))
+            single = one_batch(spec, state.items_pending)
+            workers = plan_workers(spec, devices,
+                                   one_batch_size(state.items_pending, spec.batch_size,
+                                                  batch_chosen) if single else spec.batch_size,
+                                   rates=ONE_BATCH_RATES if single else rates)
     calibration = time.perf_counter() - started
     preparing = time.perf_counter() - begun  # what a run does before its workers start
     timing = None

@@ -66,3 +66,12 @@ def test_a_job_of_one_batch_is_not_calibrated_and_gives_the_model_every_core(
     job.prepare(JobSpec(sources=(str(root),), out=str(tmp_path / "two"), device="cpu",
                         batch_size=len(names) - 1))
     assert probes == [1]  # two batches: calibrated
+
+
+def test_a_job_of_one_batch_runs_it_in_two_halves_unless_the_user_chose_the_size() -> None:
+    from gristmill.job import one_batch_size
+
+    assert one_batch_size(32, 32, chosen=True) == 16
+    assert one_batch_size(31, 32, chosen=True) == 16  # 16 + 15
+    assert one_batch_size(1, 32, chosen=True) == 1
+    assert one_batch_size(20, 64, chosen=False) == 64

@@ -227,7 +227,8 @@ class LocalLauncher:
     def start(self, index: int) -> LocalWorker:
         plan = self.plans[index]
         # only the name: the worker knows the item shape (an image's, or a caption's tokens)
-        plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=new_name())
+        plan = dataclasses.replace(plan, turns_dir=self.turns_dir, ring_name=new_name(),
+                                   fork_loaders=True)
         ours, theirs = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=worker_main, name=f"gristmill-worker-{index}",
                                    args=(self.spec, self.inputs_path, plan, theirs,

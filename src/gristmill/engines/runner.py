@@ -127,11 +127,15 @@ class ShardRunner:
         ring = RingSpec(self.plan.ring_name or new_name(), self.plan.slots,
                         self.plan.batch_size, item_shape, dtype)
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
-        # in an undefined state; loaders import only numpy and Pillow (text: tokenizers).
+        # in an undefined state; loaders import only numpy and Pillow (text: tokenizers). Except
+        # the first loaders of a local worker started before its model: a fresh fork of the fork
+        # server, no thread of the model's yet, so they are forked (a spawned loader's
+        # interpreter took 0.13-0.25 s to start, the first batch waiting for it).
         # A ring the engine did not name (Ray) has no driver to unlink it if this process is
         # killed: the pool's own cleaner does
         self.pool = LoaderPool(ring, fill,
                                self.plan.loaders, start_method="spawn",
+                               fork_first=self.plan.fork_loaders and self.model is None,
                                name=f"gristmill-loader-{self.plan.index}",
                                cleaner=not self.plan.ring_name)
         self.pool.start()

@@ -55,10 +55,13 @@ class LoaderPool:
 
     def __init__(self, ring_spec: RingSpec, fill: Any, processes: int, *,
                  start_method: str | None = None, name: str = "gristmill-train-loader",
-                 cleaner: bool = False) -> None:
+                 cleaner: bool = False, fork_first: bool = False) -> None:
         if start_method is None:
             start_method = "fork" if sys.platform == "linux" else "spawn"
         self.start_method = start_method
+        # the first start forks whatever ``start_method`` says: the owner starts its pool before
+        # it runs any thread a fork could copy mid-lock, and its later restarts use the method
+        self.fork_first = fork_first and "fork" in mp.get_all_start_methods()
         self.ctx: Any = mp.get_context(start_method)
         self.cleaner = shm.Cleaner(ring_spec.name) if cleaner else None
         self.ring: SlotRing | None = SlotRing(ring_spec, create=True)
@@ -82,7 +85,9 @@ class LoaderPool:
         shm.quiet_tracker()
         if self.cleaner is not None:
             self.cleaner.ensure()
-        if self.start_method == "spawn":  # fork: the semaphores have no name to leak
+        if self.fork_first and self.incarnation == 1:
+            self.ctx = mp.get_context("fork")
+        elif self.start_method == "spawn":  # fork: the semaphores have no name to leak
             self.ctx = shm.NamedContext(f"{self.ring.spec.name}-{self.incarnation}")
         self.tasks, self.free, self.ready = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
         held = set(held)
