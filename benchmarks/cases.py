@@ -200,7 +200,7 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
     steady-state rate runs from the first batch done to the last (start-up excluded), comparable
     with the limit; ``seconds`` is end to end, comparable with the alternatives.
     """
-    from gristmill import api, ledger
+    from gristmill import driver, ledger
     from gristmill.engines import forkserver
     from gristmill.engines.local import LocalEngine
     from gristmill.engines.messages import Progress, WorkerReady
@@ -224,7 +224,7 @@ def gristmill_run(folder: str, out: str, ref: str, **options: Any) -> dict[str, 
     engine = LocalEngine(job.spec, os.path.join(job.spec.out, ledger.INPUTS_FILE), job.workers,
                          on_event)
     failed = engine.run(job.pending)
-    api.refresh_view(job.state)
+    driver.refresh_view(job.state)
     seconds = time.perf_counter() - start
     assert not failed, failed
     steady = (sum(n for _, n in seen[1:]), seen[-1][0] - seen[0][0]) if len(seen) > 1 else (0, 0)

@@ -124,16 +124,13 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _spawned(pid: int) -> bool:
-    return b"--multiprocessing-fork" in _cmdline(pid)  # Python's spawn and gristmill's launch
-
-
 def workers_and_loaders(driver: int) -> tuple[list[int], list[int]]:
-    """The driver's worker processes (children of its fork server) and their loaders (spawned
-    children of the workers); the resource tracker and the fork server itself are neither."""
+    """The driver's worker processes (children of its fork server) and their loaders (children
+    of the workers: forked at first, spawned after a restart); the resource tracker and the fork
+    server itself are neither."""
     servers = [p for p in children(driver) if b"forkserver" in _cmdline(p)]
     workers = [p for s in servers for p in children(s)]
-    loaders = [q for p in workers for q in children(p) if _spawned(q)]
+    loaders = [q for p in workers for q in children(p) if b"resource_tracker" not in _cmdline(q)]
     return workers, loaders
 
 
