@@ -48,7 +48,7 @@ from ..prepared import WorkerPlan
 from ..sources import Expanded, InputList, display_name, entry_of, expand
 from ..spec import JobSpec
 from ..store import Store
-from ..tuning import heap_bytes, release_memory, touch_heap
+from ..tuning import release_memory, warm_heap
 from .messages import Progress, Receipt, ShardFailed, ShardTask
 from .turns import Turns
 
@@ -127,12 +127,9 @@ class ShardRunner:
         ring = RingSpec(self.plan.ring_name or new_name(), self.plan.slots,
                         self.plan.batch_size, item_shape, dtype)
         # spawn, not fork: this process runs the model's thread pools, which a fork would copy
-        # in an undefined state; loaders import only numpy and Pillow (text: tokenizers). Except
-        # the first loaders of a local worker started before its model: a fresh fork of the fork
-        # server, no thread of the model's yet, so they are forked (a spawned loader's
-        # interpreter took 0.13-0.25 s to start, the first batch waiting for it).
-        # A ring the engine did not name (Ray) has no driver to unlink it if this process is
-        # killed: the pool's own cleaner does
+        # mid-lock (loaders import only numpy and Pillow; text: tokenizers); but a local worker
+        # runs none before its model, so its first loaders fork (0.02 s, not 0.13-0.25 s).
+        # A ring the engine did not name (Ray) has no driver to unlink: the pool's cleaner does
         self.pool = LoaderPool(ring, fill,
                                self.plan.loaders, start_method="spawn",
                                fork_first=self.plan.fork_loaders and self.model is None,
@@ -261,29 +258,22 @@ class ShardRunner:
         return out
 
     def _warm(self) -> None:
-        """Once, while the loaders fill the first batch: run the model on one blank input, then
-        fault in the heap a whole batch will take (that input's growth of the heap times the batch
-        size), stopping as soon as a batch is ready.
-
-        Why: a fresh worker's first batch touches its whole activation heap first (the bundled
-        model, batch 32: about 450 MB, 100,000 page faults, 0.45-0.5 s against 0.3 s warm), and
-        the model idles anyway until the loaders' first batch is filled (their interpreters start
-        and decode it: 0.3 s). A blank input is what ``describe`` runs in the driver too.
-        """
-        ready = self.pool.ready
-        before = heap_bytes()
-        if before is None or not ready.empty():
+        """Once, while the loaders fill the first batch: fault in the heap a batch will take
+        (``tuning.warm_heap``), from the model's run on one blank input (``describe``'s probe)."""
+        ready, ring = self.pool.ready, self.pool.ring.spec
+        if not ready.empty():
             return
-        ring = self.pool.ring.spec
-        try:
+
+        def blank() -> None:
             self.model.predict(np.zeros((1, *ring.item_shape), ring.dtype))
+            if self.composite:  # its per-model timings are the report's: this input is not
+                self.model.take_seconds()
+
+        try:
+            grown, touched = warm_heap(blank, self.plan.batch_size, lambda: not ready.empty())
         except Exception:  # the real batches will say what is wrong, in their shard's failure
             log.debug("worker %d: the blank warm-up input failed", self.plan.index, exc_info=True)
             return
-        if self.composite:  # its per-model timings are the report's: the blank input is not
-            self.model.take_seconds()
-        grown = (heap_bytes() or before) - before
-        touched = touch_heap(grown * self.plan.batch_size, stop=lambda: not ready.empty())
         log.debug("worker %d: warmed %d MB of heap (%d MB per input)", self.plan.index,
                   touched >> 20, grown >> 20)
 
