@@ -72,18 +72,16 @@ def _tree(folder: str, suffixes: tuple[str, ...] = ()) -> list[list[Any]]:
     return found
 
 
-def _package(name: str) -> list[list[Any]]:
-    """An installed package's own files (found without importing it): its ``__init__`` for a
-    framework (a reinstall rewrites it), every file for a weights package."""
+def _package(name: str, *, every_file: bool = False) -> list[list[Any]]:
+    """An installed package's files (found without importing it): its ``__init__``, which a
+    reinstall rewrites (a framework), or ``every_file`` (a package of weights)."""
     try:
         found = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return [[name, None]]
     if found is None or found.origin is None:
         return [[name, None]]
-    if name in {p for names in _WEIGHT_PACKAGES.values() for p in names}:
-        return _tree(os.path.dirname(found.origin))
-    return [_stamp(found.origin)]
+    return _tree(os.path.dirname(found.origin)) if every_file else [_stamp(found.origin)]
 
 
 def key_of(spec: ModelSpec) -> str | None:
@@ -103,10 +101,11 @@ def key_of(spec: ModelSpec) -> str | None:
     elif kind != "builtin":
         files.append(_stamp(os.path.abspath(spec.ref)))
     frameworks = sorted({m.split(".")[0] for m in worker_modules(spec.ref)} - {"gristmill"})
-    packages = [*frameworks, *_WEIGHT_PACKAGES.get(kind, ())]
+    packages = [*(_package(p) for p in frameworks),
+                *(_package(p, every_file=True) for p in _WEIGHT_PACKAGES.get(kind, ()))]
     code = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     blob = json.dumps({"version": VERSION, "python": sys.version, "spec": dataclasses.asdict(spec),
-                       "files": files, "packages": [_package(p) for p in packages],
+                       "files": files, "packages": packages,
                        "code": _tree(code, _CODE_SUFFIXES)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
